@@ -1,0 +1,348 @@
+"""SDTM inside ComfyUI's MMDiT, through the host's own extension points.
+
+* :func:`patch_model` clones a MODEL and registers, per joint block, a ``("double_block", i)``
+  replacement under ``patches_replace["dit"]``, plus two keyed wrappers:
+* OUTER_SAMPLE creates a :class:`~sdtm_ops.state.RunState` for each sampling run (counters, caches,
+  the merge RNG seeded from the sampling seed), logs the summary and frees everything at the end,
+  also when sampling raises or is interrupted;
+* APPLY_MODEL reads, once per model call, the latent's token grid and the step (from the current
+  sigma within the run's sigma schedule), and hands the blocks a :class:`CallContext`.
+
+The replacement re-implements a joint block from its own sub-modules, merging the image tokens
+after modulation and before the qkv projection and the MLP, and unmerging each branch output
+before it is added to the full-length residual. Text tokens are never merged. Whenever a block
+does not merge (and keeps no cache) it calls the host's original block, so it is bit-identical.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+import comfy.patcher_extension
+from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
+
+from ..sdtm_ops import (BlockMerge, MMDiTShape, RunState, SDTMConfig, StepPlan, blend_with_cache,
+                        block_flops, block_is_merged, block_merge, detail_partition, layout_key,
+                        merge_tokens, step_plan, tome_partition, unmerge_tokens, window_partition)
+
+log = logging.getLogger("SDTM")
+
+KEY = "sdtm"  # wrapper key and transformer_options key of the patch
+RUN_KEY = "sdtm_run"  # transformer_options key of the current RunState (set per sampling run)
+CALL_KEY = "sdtm_call"  # transformer_options key of the current CallContext (set per model call)
+
+SUPPORTED = "SD3-medium, SD3.5-medium, SD3.5-large and SD3.5-large-turbo (ComfyUI's MMDiT)"
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def comfyui_version() -> str:
+    try:
+        import comfyui_version as v
+        return v.__version__
+    except Exception:  # the version file is missing in some installs; the message still helps
+        return "unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch-time checks
+# ---------------------------------------------------------------------------------------------
+_BLOCK_PARTS = {
+    "x_block": ("adaLN_modulation", "norm1", "norm2", "attn", "mlp", "pre_only", "scale_mod_only",
+                "x_block_self_attn"),
+    "attn": ("qkv", "pre_attention", "post_attention", "num_heads"),
+}
+
+
+def check_supported(diffusion_model: torch.nn.Module) -> None:
+    """Raise if the model is not an MMDiT whose joint blocks have the parts the replacement uses."""
+    if not isinstance(diffusion_model, comfy_mmdit.MMDiT):
+        raise UnsupportedModelError(
+            f"SDTM supports {SUPPORTED}; this MODEL's diffusion model is "
+            f"{type(diffusion_model).__name__}, which SDTM cannot patch.")
+    blocks = getattr(diffusion_model, "joint_blocks", None)
+    problem = None
+    if blocks is None or len(blocks) == 0:
+        problem = "the MMDiT has no joint_blocks"
+    else:
+        for i, block in enumerate(blocks):
+            xb, cb = getattr(block, "x_block", None), getattr(block, "context_block", None)
+            if xb is None or cb is None:
+                problem = f"joint block {i} has no x_block/context_block"
+                break
+            missing = [p for p in _BLOCK_PARTS["x_block"] if not hasattr(xb, p)]
+            missing += [f"attn.{p}" for p in _BLOCK_PARTS["attn"] if not hasattr(getattr(xb, "attn", None), p)]
+            if getattr(xb, "x_block_self_attn", False):
+                missing += [f"attn2.{p}" for p in _BLOCK_PARTS["attn"] if not hasattr(getattr(xb, "attn2", None), p)]
+            missing += [p for p in ("pre_attention", "post_attention", "pre_only") if not hasattr(cb, p)]
+            if missing:
+                problem = f"joint block {i} lacks {', '.join(missing)}"
+                break
+            if xb.pre_only:
+                problem = f"joint block {i} has an image block without MLP (pre_only)"
+                break
+    for name in ("modulate", "optimized_attention"):
+        if problem is None and not callable(getattr(comfy_mmdit, name, None)):
+            problem = f"comfy's mmdit module has no {name}()"
+    if problem:
+        raise UnsupportedModelError(
+            f"SDTM cannot patch this MMDiT: {problem}. The block structure of ComfyUI "
+            f"{comfyui_version()} is not the one SDTM was written for; please report it.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-call context
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class CallContext:
+    """What the blocks of one model call need to know."""
+
+    run: RunState
+    plan: StepPlan
+    merge: BlockMerge
+    h: int
+    w: int
+    layout: tuple
+    blocks: torch.nn.ModuleList
+    shape: MMDiTShape  # for the FLOP statistics
+    stores: bool  # a protected step whose block outputs are kept for blending later
+    blocks_run: int = 0
+
+
+class PatchInfo:
+    """Stored in the patched clone's transformer_options: the settings and the last run's report.
+
+    Deep copies (ModelPatcher.clone deep-copies model_options) share this object, so a MODEL cloned
+    after the SDTM node (by a LoRA loader, say) still reports its runs here.
+    """
+
+    def __init__(self, config: SDTMConfig, label: str) -> None:
+        self.config = config
+        self.label = label
+        self.last_report: dict | None = None
+        self.warned_outside_run = False
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Wrappers
+# ---------------------------------------------------------------------------------------------
+def _bound_arguments(fn, args, kwargs) -> dict:
+    bound = inspect.signature(fn).bind_partial(*args, **kwargs)
+    return bound.arguments
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    """One RunState per sampling run; the summary and the release of every tensor at its end."""
+    guider = executor.class_obj
+    original_options = guider.model_options
+    info: PatchInfo = original_options["transformer_options"][KEY]
+    arguments = _bound_arguments(guider.outer_sample, args, kwargs)
+    sigmas = arguments.get("sigmas")
+    seed = arguments.get("seed")
+    run = RunState(info.config, [float(s) for s in sigmas.reshape(-1).tolist()], 0 if seed is None else int(seed))
+    guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
+    guider.model_options["transformer_options"][RUN_KEY] = run
+    started = time.perf_counter()
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        run.stats.wall_seconds = time.perf_counter() - started
+        guider.model_options = original_options
+        info.last_report = {"label": info.label, "num_steps": run.num_steps, "seed": run.seed,
+                            **run.stats.as_dict()}
+        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, run.stats.summary())
+        run.release()
+
+
+def apply_model_wrapper(executor, *args, **kwargs):
+    """Per model call: token grid, step plan and batch layout for the blocks."""
+    args = list(args)
+    in_args = len(args) > 5
+    options = args[5] if in_args else kwargs.get("transformer_options", {})
+    run: RunState | None = options.get(RUN_KEY)
+    info: PatchInfo | None = options.get(KEY)
+    if run is None:
+        if info is not None and not info.warned_outside_run:
+            info.warned_outside_run = True
+            log.warning("SDTM: the model was called outside a sampling run (no OUTER_SAMPLE), so it "
+                        "runs without merging for such calls.")
+        return executor(*args, **kwargs)
+
+    x, sigma = args[0], args[1]
+    diffusion = executor.class_obj.diffusion_model
+    patch = diffusion.patch_size
+    h, w = -(-x.shape[-2] // patch), -(-x.shape[-1] // patch)
+    # The one host read per model call: the sampler already syncs on sigmas every step.
+    step = run.step_index(float(sigma.reshape(-1)[0]))
+    plan = step_plan(run.config, step, run.num_steps)
+    blocks = diffusion.joint_blocks
+    chunks = tuple(options.get("cond_or_uncond", ()))
+    shape = MMDiTShape("model", len(blocks), diffusion.hidden_size,
+                       dual_attention_blocks=tuple(i for i, b in enumerate(blocks) if b.x_block.x_block_self_attn))
+    call = CallContext(run=run, plan=plan, merge=block_merge(run.config, plan, h, w), h=h, w=w,
+                       layout=layout_key(chunks, x.shape[0], h * w), blocks=blocks, shape=shape,
+                       stores=plan.protected and run.config.caches and run.merges_on(h, w))
+    options = {**options, CALL_KEY: call}
+    if in_args:
+        args[5] = options
+    else:
+        kwargs["transformer_options"] = options
+    run.stats.model_calls += 1
+    out = executor(*args, **kwargs)
+    if call.blocks_run == 0:  # some blocks may be replaced per call by others (skip-layer guidance)
+        raise RuntimeError(
+            f"SDTM: none of the {len(blocks)} joint blocks went through SDTM's block patch in this model "
+            f"call: ComfyUI {comfyui_version()} applies patches_replace['dit'] differently from what "
+            f"SDTM was written for, or another node replaced every block. Please report it.")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The joint block
+# ---------------------------------------------------------------------------------------------
+def _x_modulation(xb, vec: torch.Tensor) -> dict:
+    """adaLN chunks of the image block, named; shifts are None for scale_mod_only blocks."""
+    if xb.x_block_self_attn:
+        names = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp",
+                 "shift_msa2", "scale_msa2", "gate_msa2")
+    elif xb.scale_mod_only:
+        names = ("scale_msa", "gate_msa", "scale_mlp", "gate_mlp")
+    else:
+        names = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
+    mods = dict(zip(names, xb.adaLN_modulation(vec).chunk(len(names), dim=1)))
+    mods.setdefault("shift_msa", None)
+    mods.setdefault("shift_mlp", None)
+    return mods
+
+
+class SDTMJointBlock:
+    """``patches_replace["dit"][("double_block", index)]`` for one MMDiT joint block."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, args: dict, extra: dict) -> dict:
+        options = args["transformer_options"]
+        call: CallContext | None = options.get(CALL_KEY)
+        if call is None:
+            return extra["original_block"](args)
+        call.blocks_run += 1
+        run, cfg, i = call.run, call.run.config, self.index
+        img, txt = args["img"], args["txt"]
+        B, N, _ = img.shape
+        if N != call.h * call.w:
+            raise RuntimeError(f"SDTM: block {i} got {N} image tokens, the {call.h}x{call.w} latent grid "
+                               f"has {call.h * call.w}; this MMDiT variant is not supported.")
+        depth = len(call.blocks)
+        merging = call.merge.kind != "none" and block_is_merged(cfg, i, depth)
+        storing = call.stores and block_is_merged(cfg, i, depth)
+        bm = call.merge if merging else BlockMerge("none", 0, N, N)
+        last, dual = i == depth - 1, i in call.shape.dual_attention_blocks
+        m = txt.shape[1]
+        run.stats.record(call.plan.phase, call.plan.step, B, N,
+                         bm.attn_tokens, bm.mlp_tokens,
+                         B * block_flops(call.shape, bm.attn_tokens, bm.mlp_tokens, m, last, dual),
+                         B * block_flops(call.shape, N, N, m, last, dual))
+        if not merging and not storing:
+            return extra["original_block"](args)
+        return self._forward(call, call.blocks[i], img, txt, args["vec"], options, merging, storing)
+
+    def _partition(self, call: CallContext, metric: torch.Tensor):
+        run, cfg = call.run, call.run.config
+        grid = run.grid(call.h, call.w, metric.device)
+        if cfg.method == "tome":
+            return tome_partition(metric, grid, call.merge.count, run.generator(metric.device))
+        priority = run.priority(call.layout, metric.device)
+        if call.merge.kind == "window":
+            part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight)
+        else:
+            part = detail_partition(metric, grid, call.merge.count, priority, run.generator(metric.device))
+        if part is not None:
+            run.update_priority(call.layout, part)
+        return part
+
+    def _branch_out(self, call: CallContext, branch: str, value: torch.Tensor, part, storing: bool) -> torch.Tensor:
+        """Unmerge a gated branch output to [B, N, C]; blend it with, or store it in, the cache."""
+        run = call.run
+        value = unmerge_tokens(value, part)
+        if storing:
+            run.store(self.index, branch, call.layout, value)
+        elif part is not None and run.config.caches:
+            cached = run.cached(self.index, branch, call.layout, value)
+            if cached is not None:
+                value = blend_with_cache(value, cached, part, run.config.cache_fresh_weight)
+        return value
+
+    def _forward(self, call: CallContext, block, x: torch.Tensor, context: torch.Tensor, vec: torch.Tensor,
+                 options: dict, merging: bool, storing: bool) -> dict:
+        cfg = call.run.config
+        cb, xb = block.context_block, block.x_block
+        modulate = comfy_mmdit.modulate
+        attention = comfy_mmdit.optimized_attention
+        mods = _x_modulation(xb, vec)
+        mode = cfg.merge_mode
+
+        x_norm = xb.norm1(x)
+        xn = modulate(x_norm, mods["shift_msa"], mods["scale_msa"])
+        part = self._partition(call, xn) if merging else None
+        attn_part = part if call.merge.attn_tokens < x.shape[1] else None  # detail phase: full attention
+
+        ctx_qkv, ctx_intermediates = cb.pre_attention(context, vec)
+        q, k, v = xb.attn.pre_attention(merge_tokens(xn, attn_part, mode))
+        n_txt = ctx_qkv[0].shape[1]
+        attn = attention(torch.cat((ctx_qkv[0], q), dim=1), torch.cat((ctx_qkv[1], k), dim=1),
+                         torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads, transformer_options=options)
+        context_out = None if cb.pre_only else cb.post_attention(attn[:, :n_txt], *ctx_intermediates)
+        attn_out = mods["gate_msa"].unsqueeze(1) * xb.attn.post_attention(attn[:, n_txt:])
+        if xb.x_block_self_attn:
+            xn2 = modulate(x_norm, mods["shift_msa2"], mods["scale_msa2"])
+            q2, k2, v2 = xb.attn2.pre_attention(merge_tokens(xn2, attn_part, mode))
+            attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads, transformer_options=options)
+            attn_out = attn_out + mods["gate_msa2"].unsqueeze(1) * xb.attn2.post_attention(attn2)
+        x = x + self._branch_out(call, "attn", attn_out, attn_part, storing)
+
+        xm = modulate(xb.norm2(x), mods["shift_mlp"], mods["scale_mlp"])
+        mlp_out = mods["gate_mlp"].unsqueeze(1) * xb.mlp(merge_tokens(xm, part, mode))
+        x = x + self._branch_out(call, "mlp", mlp_out, part, storing)
+        return {"img": x, "txt": context_out}
+
+
+# ---------------------------------------------------------------------------------------------
+# Patching
+# ---------------------------------------------------------------------------------------------
+def patch_model(model, config: SDTMConfig, label: str = "custom"):
+    """A clone of ``model`` (a ComfyUI ModelPatcher) whose MMDiT joint blocks merge tokens with SDTM.
+
+    The caller's model is never modified. A model already patched by SDTM has its earlier patch
+    replaced (the later node wins). Raises UnsupportedModelError for anything but an SD3-family MMDiT.
+    """
+    diffusion = model.get_model_object("diffusion_model")
+    check_supported(diffusion)
+    patched = model.clone()
+    options = patched.model_options["transformer_options"]
+    if KEY in options:
+        log.info("SDTM: this MODEL already carries an SDTM patch (%s); the new one (%s) replaces it.",
+                 options[KEY].label, label)
+    for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.APPLY_MODEL):
+        patched.remove_wrappers_with_key(wrapper_type, KEY)
+    replaced = options.get("patches_replace", {}).get("dit", {})
+    foreign = [k for k, v in replaced.items() if k[0] == "double_block" and not isinstance(v, SDTMJointBlock)]
+    if foreign:
+        log.warning("SDTM: replacing %d joint-block patches of another node (%s); that node's effect on "
+                    "those blocks is lost. Put SDTM before it, or remove one of the two.",
+                    len(foreign), ", ".join(str(k[1]) for k in foreign[:8]))
+    for i in range(len(diffusion.joint_blocks)):
+        patched.set_model_patch_replace(SDTMJointBlock(i), "dit", "double_block", i)
+    patched.model_options["transformer_options"][KEY] = PatchInfo(config, label)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper)
+    return patched

@@ -1,0 +1,197 @@
+"""Per-run state: priority counters, blending caches, the seeded merge RNG and statistics.
+
+A :class:`RunState` is created when a sampling run starts and released when it ends; nothing here is
+global. Counters and caches are keyed by the batch layout (which cond/uncond chunks a model call
+carries, its batch size and token count), so a call with another composition or shape can never
+read tensors of a different one.
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import SDTMConfig
+from .partition import Partition, WindowGrid, window_grid
+from .schedule import Phase, block_merge, step_plan
+
+__all__ = ["RunState", "RunStats", "PhaseStats", "layout_key"]
+
+
+def layout_key(chunks: tuple[int, ...], batch: int, num_tokens: int) -> tuple:
+    """Identity of a model call's batch composition: its chunk types (0 cond, 1 uncond), its batch
+    size and its number of image tokens."""
+    return (tuple(chunks), int(batch), int(num_tokens))
+
+
+@dataclass
+class PhaseStats:
+    """Counts for one phase, summed over model calls and blocks (image tokens x samples)."""
+
+    steps: set = field(default_factory=set)
+    block_calls: int = 0
+    tokens: int = 0  # unmerged image tokens that passed through the blocks
+    attn_tokens: int = 0  # image tokens the attention saw
+    mlp_tokens: int = 0  # image tokens the MLP saw
+    flops: float = 0.0  # FLOP-model cost of what ran
+    flops_full: float = 0.0  # FLOP-model cost of the same calls unmerged
+
+
+@dataclass
+class RunStats:
+    phases: dict = field(default_factory=lambda: {p: PhaseStats() for p in Phase})
+    model_calls: int = 0
+    cache_stores: int = 0
+    cache_blends: int = 0
+    cache_misses: int = 0  # merged blocks that found no cache of their layout: plain unmerge
+    cache_bytes_peak: int = 0
+    wall_seconds: float = 0.0
+
+    def record(self, phase: Phase, step: int, batch: int, tokens: int, attn_tokens: int,
+               mlp_tokens: int, flops: float, flops_full: float) -> None:
+        s = self.phases[phase]
+        s.steps.add(step)
+        s.block_calls += 1
+        s.tokens += batch * tokens
+        s.attn_tokens += batch * attn_tokens
+        s.mlp_tokens += batch * mlp_tokens
+        s.flops += flops
+        s.flops_full += flops_full
+
+    @property
+    def flops(self) -> float:
+        return sum(s.flops for s in self.phases.values())
+
+    @property
+    def flops_full(self) -> float:
+        return sum(s.flops_full for s in self.phases.values())
+
+    @property
+    def flop_speedup(self) -> float:
+        return self.flops_full / self.flops if self.flops else 1.0
+
+    def as_dict(self) -> dict:
+        return {
+            "model_calls": self.model_calls,
+            "wall_seconds": round(self.wall_seconds, 4),
+            "flop_speedup": round(self.flop_speedup, 4),
+            "cache": {"stores": self.cache_stores, "blends": self.cache_blends,
+                      "misses": self.cache_misses, "peak_bytes": self.cache_bytes_peak},
+            "phases": {
+                p.value: {"steps": sorted(s.steps), "block_calls": s.block_calls, "tokens": s.tokens,
+                          "attn_tokens": s.attn_tokens, "mlp_tokens": s.mlp_tokens,
+                          "flops": s.flops, "flops_full": s.flops_full}
+                for p, s in self.phases.items()
+            },
+        }
+
+    def summary(self) -> str:
+        parts = []
+        for p, s in self.phases.items():
+            if not s.block_calls:
+                continue
+            if p is Phase.FULL:
+                parts.append(f"full {len(s.steps)} steps")
+            else:
+                parts.append(f"{p.value} {len(s.steps)} steps (attention {s.attn_tokens / s.tokens:.0%}, "
+                             f"MLP {s.mlp_tokens / s.tokens:.0%} of image tokens)")
+        text = "; ".join(parts) or "no model calls"
+        text += f"; FLOP-model speedup {self.flop_speedup:.2f}x; wall {self.wall_seconds:.2f} s"
+        if self.cache_stores:
+            text += (f"; cache {self.cache_bytes_peak / 2**20:.0f} MiB peak, {self.cache_blends} blends")
+        if self.cache_misses:
+            text += f", {self.cache_misses} merged blocks without a cache of their batch layout (plain unmerge)"
+        return text
+
+
+class RunState:
+    """State of one sampling run. ``sample_sigmas`` is the run's schedule (final 0 included)."""
+
+    def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int) -> None:
+        if len(sample_sigmas) < 2:
+            raise ValueError(f"a sampling run needs at least 2 sigmas, got {len(sample_sigmas)}")
+        self.config = config
+        self.num_steps = len(sample_sigmas) - 1
+        self.seed = int(seed if config.seed < 0 else config.seed) % (2**64)
+        # ascending copy of the schedule without its final entry, for bisection
+        self._sigmas_ascending = sorted(float(s) for s in sample_sigmas[:-1])
+        self._generators: dict[str, torch.Generator] = {}
+        self._priority: dict[tuple, torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
+        self._grids: dict[tuple, WindowGrid] = {}
+        self._merges: dict[tuple, bool] = {}
+        self.stats = RunStats()
+
+    def merges_on(self, h: int, w: int) -> bool:
+        """Whether any step of this run merges tokens on an h x w grid (if none does, protected
+        steps need not keep a cache)."""
+        if (h, w) not in self._merges:
+            self._merges[(h, w)] = any(
+                block_merge(self.config, step_plan(self.config, s, self.num_steps), h, w).kind != "none"
+                for s in range(self.num_steps))
+        return self._merges[(h, w)]
+
+    # -- progress ---------------------------------------------------------------------------
+    def step_index(self, sigma: float) -> int:
+        """The step whose interval [sigma_{s+1}, sigma_s] contains ``sigma``: a sigma of the
+        schedule maps to its own step, one between two entries (midpoint samplers) to the
+        earlier step. A relative tolerance of 1e-5 absorbs float round trips."""
+        tol = abs(sigma) * 1e-5
+        at_or_above = len(self._sigmas_ascending) - bisect.bisect_left(self._sigmas_ascending, sigma - tol)
+        return min(max(at_or_above - 1, 0), self.num_steps - 1)
+
+    # -- RNG, grids -------------------------------------------------------------------------
+    def generator(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generators[key]
+
+    def grid(self, h: int, w: int, device: torch.device) -> WindowGrid:
+        key = (h, w, self.config.window, str(device))
+        if key not in self._grids:
+            self._grids[key] = window_grid(h, w, self.config.window, device)
+        return self._grids[key]
+
+    # -- priority counter ("last_independent") ----------------------------------------------
+    def priority(self, layout: tuple, device: torch.device) -> torch.Tensor:
+        """The [B, N] counter of this layout (zeros when first asked for)."""
+        counter = self._priority.get(layout)
+        if counter is None:
+            _, batch, tokens = layout
+            counter = torch.zeros(batch, tokens, dtype=torch.int32, device=device)
+            self._priority[layout] = counter
+        return counter
+
+    def update_priority(self, layout: tuple, part: Partition) -> None:
+        """Add 1 to every token, then reset the tokens that stayed singletons."""
+        counter = self.priority(layout, part.group.device)
+        counter.add_(1).mul_(part.merged)
+
+    # -- blending cache ---------------------------------------------------------------------
+    def store(self, block: int, branch: str, layout: tuple, value: torch.Tensor) -> None:
+        self._cache[(block, branch, layout)] = value
+        self.stats.cache_stores += 1
+        self.stats.cache_bytes_peak = max(self.stats.cache_bytes_peak, self.cache_bytes)
+
+    def cached(self, block: int, branch: str, layout: tuple, like: torch.Tensor) -> torch.Tensor | None:
+        """The stored output of this block, branch and layout if it matches ``like`` in shape,
+        dtype and device; otherwise None, counted as a miss."""
+        value = self._cache.get((block, branch, layout))
+        if value is None or value.shape != like.shape or value.dtype != like.dtype or value.device != like.device:
+            self.stats.cache_misses += 1
+            return None
+        self.stats.cache_blends += 1
+        return value
+
+    @property
+    def cache_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self._cache.values())
+
+    def release(self) -> None:
+        """Drop every tensor of the run (the statistics stay)."""
+        self._cache.clear()
+        self._priority.clear()
+        self._grids.clear()
+        self._generators.clear()

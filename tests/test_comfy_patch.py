@@ -1,0 +1,262 @@
+"""The SDTM nodes on the real ComfyUI: tiny random SD3-family models built and loaded by ComfyUI's own
+classes, sampled through ComfyUI's own KSampler path."""
+import logging
+import math
+
+import pytest
+import torch
+
+from block_probe import BlockProbe
+from tools.comfy_env import import_comfy, load_pack
+from tools.tiny_sd3 import VARIANTS, conditioning, sample, tiny_model
+
+TEXT_TOKENS = 154  # conditioning() default
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: tiny_model(name, seed=i) for i, name in enumerate(VARIANTS)}
+
+
+def apply(pack, model, preset="fast", ratio=-1.0, start=0.0, end=1.0, switch=-1.0):
+    return pack.apply.execute(model, preset, ratio, start, end, switch).args[0]
+
+
+def advanced(pack, model, **kw):
+    d = dict(method="sdtm", ratio=0.3, deviation=0.2, switch_percent=0.41, start_percent=0.0, end_percent=1.0,
+             window=2, priority_weight=0.05, protect_steps_every=3, protect_blocks_every=0, block_start=0,
+             block_end=-1, cache=True, cache_fresh_weight=0.1, merge_mode="mean", seed=-1, round_to=16)
+    d.update(kw)
+    return pack.advanced.execute(model, **d).args[0]
+
+
+def options_snapshot(model):
+    to = model.model_options["transformer_options"]
+    return sorted(to), sorted(to.get("patches_replace", {}).get("dit", {})), sorted(model.model_options)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_no_merging_is_bit_identical(pack, models, variant):
+    model = models[variant]
+    base = sample(model, steps=4)
+    for patched in (apply(pack, model, ratio=0.0),
+                    advanced(pack, model, ratio=0.0, deviation=0.0),
+                    apply(pack, model, start=0.5, end=0.6)):  # no step of 4 has progress in [0.5, 0.6]
+        assert torch.equal(sample(patched, steps=4), base)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_merging_changes_the_output_and_never_the_callers_model(pack, models, variant):
+    model = models[variant]
+    before = options_snapshot(model)
+    base = sample(model, steps=6)
+    for patched in (apply(pack, model, "fast"), apply(pack, model, "reference"),
+                    advanced(pack, model, method="tome", protect_steps_every=0)):
+        out = sample(patched, steps=6)
+        assert torch.isfinite(out).all()
+        assert not torch.equal(out, base)
+        assert (out - base).abs().mean() < base.abs().mean()  # merged, not destroyed
+    assert options_snapshot(model) == before
+    assert torch.equal(sample(model, steps=6), base)
+
+
+CASES = [  # latent (H, W), batch, cfg
+    ((128, 128), 1, 4.5),  # 64 x 64 tokens (1024 px)
+    ((96, 160), 3, 1.0),  # 48 x 80, landscape, batch 3, cfg 1 (one chunk per call)
+    ((80, 80), 3, 4.5),  # 40 x 40
+    ((65, 93), 1, 1.0),  # odd latent: padded to 66 x 94, 33 x 47 tokens
+    ((65, 93), 3, 4.5),
+]
+
+
+@pytest.mark.parametrize("latent_hw,batch,cfg", CASES)
+def test_any_grid_batch_and_cfg(pack, models, latent_hw, batch, cfg):
+    model = models["sd3-medium"]
+    patched = apply(pack, model, "fast")
+    h, w = math.ceil(latent_hw[0] / 2), math.ceil(latent_hw[1] / 2)
+    with BlockProbe(patched, TEXT_TOKENS) as probe:
+        out = sample(probe.model, latent_hw=latent_hw, batch=batch, cfg=cfg, steps=4)
+    assert out.shape == (batch, 16, *latent_hw) and torch.isfinite(out).all()
+    chunks = 1 if cfg == 1.0 else 2
+    assert {c.batch for c in probe.calls} == {batch * chunks}
+    seen = probe.image_tokens_by_step()
+    assert all(attn < h * w for attn, _ in seen[0])  # step 0 is a structure step: attention shortened
+    assert all(attn == h * w and mlp < h * w for attn, mlp in seen[3])  # the last step is a detail step
+    base = sample(model, latent_hw=latent_hw, batch=batch, cfg=cfg, steps=4)
+    assert not torch.equal(out, base)
+
+
+def _expected_tokens(n, h, w, step, steps, ratio=0.3, dev=0.2, switch=0.41, protect=3):
+    """Image tokens (attention, MLP) of a merging block, derived here from the method notes."""
+    if protect and step % protect == 0:
+        return n, n
+    p = step / (steps - 1)
+    r = min(1.0, max(0.0, (ratio - dev) + 2 * dev * math.cos(math.pi / 2 * p)))
+    n_red = int(n * r)
+    windows = (h // 2) * (w // 2)
+    if p <= switch:
+        count = min(n_red // 3, windows) // 16 * 16
+        return n - 3 * count, n - 3 * count
+    return n, n - min(3 * windows, n_red) // 16 * 16
+
+
+def test_blocks_follow_the_schedule_step_by_step(pack, models):
+    model = models["sd3.5-medium"]  # dual-attention blocks included
+    patched = advanced(pack, model)  # the release's defaults
+    steps, (h, w) = 10, (24, 40)
+    with BlockProbe(patched, TEXT_TOKENS) as probe:
+        sample(probe.model, latent_hw=(2 * h, 2 * w), steps=steps, cfg=3.0)
+    seen = probe.image_tokens_by_step()
+    assert sorted(seen) == list(range(steps))
+    for s in range(steps):
+        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps)}, s
+    dual = [c for c in probe.calls if c.block in (0, 1)]
+    assert all(len(c.attn_seq) == 2 and c.attn_seq[1] == c.attn_seq[0] - TEXT_TOKENS for c in dual)
+
+
+def test_separate_cond_and_uncond_calls_keep_the_schedule(pack):
+    model = tiny_model("sd3-medium", seed=5)
+    model.model.memory_usage_factor = 1e12  # as if memory were short: ComfyUI runs cond and uncond apart
+    patched = advanced(pack, model)
+    steps, (h, w) = 10, (24, 24)
+    with BlockProbe(patched, TEXT_TOKENS) as probe:
+        out = sample(probe.model, latent_hw=(2 * h, 2 * w), steps=steps, cfg=4.5)
+    assert torch.isfinite(out).all()
+    assert {c.chunks for c in probe.calls} == {(0,), (1,)}
+    seen = probe.image_tokens_by_step()
+    for s in range(steps):
+        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps)}, s
+    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    assert report["cache"]["misses"] == 0 and report["cache"]["blends"] > 0
+
+
+def test_img2img_and_two_samplers_in_a_row(pack, models):
+    model = models["sd3.5-large"]
+    patched = advanced(pack, model, protect_steps_every=0)
+    h, w = 20, 28
+    with BlockProbe(patched, TEXT_TOKENS) as probe:
+        first = sample(probe.model, latent_hw=(2 * h, 2 * w), steps=6)
+        n_first = len(probe.calls)
+        second = sample(probe.model, latent=first, steps=8, denoise=0.5, seed=3)  # a hires-fix style pass
+    assert torch.isfinite(second).all()
+    for calls, steps in ((probe.calls[:n_first], 6), (probe.calls[n_first:], 8)):
+        seen = {}
+        for c in calls:
+            seen.setdefault(c.step, set()).add((c.attn_seq[0] - TEXT_TOKENS, c.mlp_tokens))
+        assert sorted(seen) == list(range(steps))
+        for s in range(steps):
+            assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, protect=0)}, (steps, s)
+    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    assert report["num_steps"] == 8
+
+
+def test_same_seed_same_image_and_the_seed_matters(pack, models):
+    patched = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0)  # detail: random dst
+    a = sample(patched, steps=4, seed=1)
+    assert torch.equal(sample(patched, steps=4, seed=1), a)
+    fixed = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, seed=5)
+    other = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, seed=6)
+    assert not torch.equal(sample(fixed, steps=4, seed=1), sample(other, steps=4, seed=1))
+
+
+def test_cache_is_freed_when_sampling_ends_and_when_it_fails(pack, models):
+    model = models["sd3-medium"]
+    patched = advanced(pack, model)
+    sample(patched, steps=7)
+    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    assert report["cache"]["stores"] > 0 and report["cache"]["peak_bytes"] > 0
+
+    runs = []
+    hook = pack.hook
+
+    class Boom(RuntimeError):
+        pass
+
+    def failing_wrapper(executor, *args, **kwargs):
+        runs.append(args[5][hook.RUN_KEY])
+        out = executor(*args, **kwargs)
+        if len(runs) == 4:
+            raise Boom("interrupted")
+        return out
+
+    import comfy.patcher_extension
+    failing = patched.clone()
+    failing.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test-fail", failing_wrapper)
+    with pytest.raises(Boom):
+        sample(failing, steps=7)
+    run = runs[0]
+    assert run.cache_bytes == 0 and not run._priority and not run._cache
+    assert hook.RUN_KEY not in failing.model_options["transformer_options"]
+
+
+def test_stacking_two_sdtm_nodes_keeps_the_later(pack, models, caplog):
+    model = models["sd3-medium"]
+    fast = apply(pack, model, "fast")
+    with caplog.at_level(logging.INFO, logger="SDTM"):
+        stacked = apply(pack, fast, "reference")
+    assert "replaces it" in caplog.text
+    direct = apply(pack, model, "reference")
+    assert torch.equal(sample(stacked, steps=6), sample(direct, steps=6))
+    assert len(stacked.get_wrappers(comfy_wrappers().OUTER_SAMPLE, "sdtm")) == 1
+
+
+def comfy_wrappers():
+    import comfy.patcher_extension
+    return comfy.patcher_extension.WrappersMP
+
+
+def test_lora_weights_apply_under_sdtm(pack, models):
+    import comfy.lora
+    import comfy.sd
+    model = models["sd3-medium"]
+    keys = comfy.lora.model_lora_keys_unet(model.model, {})
+    target = "diffusion_model.joint_blocks.1.x_block.mlp.fc1.weight"
+    lora_key = next(k for k, v in keys.items() if v == target and k.startswith("lora_unet_"))
+    out_f, in_f = model.get_model_object("diffusion_model").joint_blocks[1].x_block.mlp.fc1.weight.shape
+    g = torch.Generator().manual_seed(0)
+    lora = {f"{lora_key}.lora_up.weight": torch.randn(out_f, 4, generator=g),
+            f"{lora_key}.lora_down.weight": torch.randn(4, in_f, generator=g)}
+    lora_then_sdtm = apply(pack, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0], "fast")
+    sdtm_then_lora = comfy.sd.load_lora_for_models(apply(pack, model, "fast"), None, lora, 1.0, 0)[0]
+    a, b = sample(lora_then_sdtm, steps=4), sample(sdtm_then_lora, steps=4)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sample(apply(pack, model, "fast"), steps=4))
+    # the LoRA'd clone reports its runs through the patch it inherited
+    assert sdtm_then_lora.model_options["transformer_options"]["sdtm"].last_report["num_steps"] == 4
+
+
+def test_non_mmdit_model_gets_a_clear_error(pack):
+    import_comfy()
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.SDXL({
+        "model_channels": 32, "in_channels": 4, "out_channels": 4, "num_res_blocks": [1, 1], "channel_mult": [1, 2],
+        "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1], "transformer_depth_middle": 1,
+        "context_dim": 2048, "use_linear_in_transformer": True, "adm_in_channels": 2816,
+        "use_temporal_attention": False, "use_spatial_transformer": True, "image_size": 32, "legacy": False})
+    sdxl = comfy.model_patcher.ModelPatcher(config.get_model({}), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(pack.hook.UnsupportedModelError, match="SDTM supports SD3-medium.*UNetModel"):
+        apply(pack, sdxl)
+    with pytest.raises(pack.hook.UnsupportedModelError, match="UNetModel"):
+        advanced(pack, sdxl)
+    assert "sdtm" not in sdxl.model_options["transformer_options"]
+
+
+def test_summary_reports_what_ran(pack, models, caplog):
+    patched = advanced(pack, models["sd3-medium"])
+    with caplog.at_level(logging.INFO, logger="SDTM"):
+        sample(patched, latent_hw=(48, 48), steps=10)
+    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    phases = report["phases"]
+    assert phases["full"]["steps"] == [0, 3, 6, 9]
+    assert phases["structure"]["steps"] == [1, 2]
+    assert phases["detail"]["steps"] == [4, 5, 7, 8]
+    assert phases["detail"]["attn_tokens"] == phases["detail"]["tokens"]
+    assert phases["structure"]["attn_tokens"] < phases["structure"]["tokens"]
+    assert report["flop_speedup"] > 1.0 and report["wall_seconds"] > 0
+    assert "SDTM" in caplog.text and "FLOP-model speedup" in caplog.text and "cache" in caplog.text

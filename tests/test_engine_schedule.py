@@ -1,0 +1,222 @@
+"""sdtm_ops schedule, per-run state, FLOP model, and the no-host-sync property of the hot path."""
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from sdtm_ops import (MODEL_SHAPES, blend_with_cache, Phase, RunState, SDTMConfig, block_is_merged, block_merge, detail_partition,
+                      layout_key, merge_tokens, progress_at, ratio_at, reference_config, schedule_cost,
+                      step_plan, token_grid, unmerge_tokens, window_grid, window_partition)
+from sdtm_ops.cost import block_flops
+
+
+def test_ratio_schedule_endpoints_and_shape():
+    cfg = SDTMConfig(ratio=0.3, deviation=0.2)
+    assert ratio_at(cfg, 0.0) == pytest.approx(0.5)
+    assert ratio_at(cfg, 1.0) == pytest.approx(0.1)
+    values = [ratio_at(cfg, p / 20) for p in range(21)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert ratio_at(SDTMConfig(ratio=0.1, deviation=0.3), 1.0) == 0.0  # clamped
+    assert ratio_at(SDTMConfig(ratio=0.0, deviation=0.0), 0.3) == 0.0
+
+
+def test_reference_schedule_reproduces_the_release_at_50_steps():
+    cfg = reference_config(50)
+    plans = [step_plan(cfg, s, 50) for s in range(50)]
+    assert [p.step for p in plans if p.protected] == list(range(0, 50, 3))
+    assert [p.step for p in plans if p.phase is Phase.STRUCTURE] == [s for s in range(21) if s % 3]
+    assert [p.step for p in plans if p.phase is Phase.DETAIL] == [s for s in range(21, 50) if s % 3]
+    counts = {p.step: block_merge(cfg, p, 64, 64) for p in plans}
+    # the figures of the method notes, 1024x1024: 2080 tokens at step 1, MLP 2448 at step 22, 3696 at 49
+    assert (counts[1].attn_tokens, counts[1].mlp_tokens) == (2080, 2080)
+    assert (counts[20].attn_tokens, counts[20].mlp_tokens) == (2416, 2416)
+    assert (counts[22].attn_tokens, counts[22].mlp_tokens) == (4096, 2448)
+    assert (counts[49].attn_tokens, counts[49].mlp_tokens) == (4096, 3696)
+    structure = [counts[s].attn_tokens for s in range(21) if s % 3]
+    assert min(structure) == 2080 and max(structure) == 2416
+    # the same counts come out of real partitions
+    x = torch.randn(1, 4096, 8)
+    grid = window_grid(64, 64, 2)
+    assert window_partition(x, grid, counts[1].count).num_groups == 2080
+    assert detail_partition(x, grid, counts[22].count).num_groups == 2448
+
+
+def test_progress_start_end_and_switch():
+    cfg = SDTMConfig(start=0.2, end=0.8, switch=0.5, protect_every=0)
+    phases = [step_plan(cfg, s, 11).phase for s in range(11)]
+    assert phases == [Phase.FULL, Phase.FULL] + [Phase.STRUCTURE] * 4 + [Phase.DETAIL] * 3 + [Phase.FULL] * 2
+    assert progress_at(0, 1) == 0.0 and progress_at(9, 10) == 1.0
+    with pytest.raises(ValueError, match="step must be in"):
+        progress_at(10, 10)
+    tome = SDTMConfig(method="tome", protect_every=0)
+    assert {step_plan(tome, s, 10).phase for s in range(10)} == {Phase.STRUCTURE}
+    plan = step_plan(tome, 5, 10)
+    bm = block_merge(tome, plan, 32, 32)
+    assert bm.kind == "bipartite" and bm.attn_tokens == bm.mlp_tokens == 1024 - bm.count
+
+
+def test_protected_blocks_and_block_range():
+    cfg = SDTMConfig(protect_blocks_every=4)
+    assert [b for b in range(24) if block_is_merged(cfg, b, 24)] == [b for b in range(23) if b % 4]
+    cfg = SDTMConfig(block_start=2, block_end=5)
+    assert [b for b in range(24) if block_is_merged(cfg, b, 24)] == [2, 3, 4, 5]
+    assert [b for b in range(4) if block_is_merged(SDTMConfig(), b, 4)] == [0, 1, 2, 3]
+
+
+def test_config_rejects_out_of_range_values_by_name():
+    for kwargs, message in [
+        ({"ratio": 1.5}, r"ratio must be in \[0.0, 1.0\], got 1.5"),
+        ({"window": 1}, r"window must be in \[2, 8\]"),
+        ({"window": 2.5}, r"window must be a whole number"),
+        ({"protect_every": -1}, r"protect_every must be in"),
+        ({"method": "fast"}, r"method must be one of"),
+        ({"merge_mode": "max"}, r"merge_mode must be one of"),
+        ({"start": 0.6, "end": 0.4}, r"start \(0.6\) must not be after end \(0.4\)"),
+        ({"block_start": 5, "block_end": 3}, r"block_end \(3\) must be -1 or >= block_start"),
+        ({"cache_fresh_weight": "x"}, r"cache_fresh_weight must be a number"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            SDTMConfig(**kwargs)
+
+
+def test_step_index_follows_the_sigma_schedule():
+    sigmas = [1.0, 0.8, 0.55, 0.3, 0.1, 0.0]
+    run = RunState(SDTMConfig(), sigmas, seed=0)
+    assert run.num_steps == 5
+    assert [run.step_index(s) for s in sigmas[:-1]] == [0, 1, 2, 3, 4]
+    assert run.step_index(0.675) == 1  # a midpoint evaluation belongs to the earlier step
+    assert run.step_index(0.8 * (1 + 1e-7)) == 1 and run.step_index(0.8 * (1 - 1e-7)) == 1
+    assert run.step_index(5.0) == 0 and run.step_index(0.01) == 4
+    # img2img: a run over the tail of a schedule counts its own steps
+    assert [RunState(SDTMConfig(), sigmas[2:], 0).step_index(s) for s in sigmas[2:-1]] == [0, 1, 2]
+
+
+def test_priority_counter_counts_merged_streaks():
+    run = RunState(SDTMConfig(), [1.0, 0.0], seed=0)
+    layout = layout_key((1, 0), 2, 64)
+    x = torch.randn(2, 64, 8)
+    grid = window_grid(8, 8, 2)
+    counter = run.priority(layout, x.device)
+    assert counter.shape == (2, 64) and counter.eq(0).all()
+    history = []
+    for i in range(4):
+        part = window_partition(x if i < 2 else torch.randn(2, 64, 8), grid, 4)
+        before = counter.clone()
+        run.update_priority(layout, part)
+        assert torch.equal(counter, torch.where(part.merged, before + 1, torch.zeros_like(before)))
+        history.append(part.merged)
+    # the first two partitions were the same, so their merged tokens now count 2 (unless the third
+    # and fourth partitions reset them)
+    assert run.priority(layout, x.device) is counter
+    other = run.priority(layout_key((0,), 1, 64), x.device)
+    assert other.shape == (1, 64) and other.eq(0).all()
+
+
+def test_cache_is_keyed_by_layout_and_released():
+    run = RunState(SDTMConfig(), [1.0, 0.5, 0.0], seed=0)
+    both, cond = layout_key((1, 0), 2, 16), layout_key((0,), 1, 16)
+    value = torch.randn(2, 16, 8)
+    run.store(3, "attn", both, value)
+    assert run.cached(3, "attn", both, value) is value
+    assert run.cached(3, "attn", cond, value[:1]) is None  # another batch composition
+    assert run.cached(3, "mlp", both, value) is None
+    assert run.cached(3, "attn", both, value.half()) is None  # another dtype
+    assert run.stats.cache_misses == 3 and run.stats.cache_blends == 1
+    assert run.stats.cache_bytes_peak == value.numel() * 4
+    run.release()
+    assert run.cache_bytes == 0 and run.cached(3, "attn", both, value) is None
+
+
+def test_seed_is_the_samplers_unless_set():
+    a = RunState(SDTMConfig(), [1.0, 0.0], seed=42).generator(torch.device("cpu"))
+    b = RunState(SDTMConfig(), [1.0, 0.0], seed=42).generator(torch.device("cpu"))
+    c = RunState(SDTMConfig(seed=7), [1.0, 0.0], seed=42)
+    assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
+    assert c.seed == 7
+
+
+def test_flop_model_reproduces_the_reference_figures():
+    shape = MODEL_SHAPES["sd3-medium"]
+    grid = token_grid(1024, 1024)
+    assert grid == (64, 64)
+    with_protect = schedule_cost(shape, grid, reference_config(50), 50)
+    without = schedule_cost(shape, grid, reference_config(50, protect_steps_frequency=0), 50)
+    # method notes: "about 1.23x less transformer compute (about 1.39x without protected steps)"
+    assert with_protect.speedup == pytest.approx(1.23, abs=0.01)
+    assert without.speedup == pytest.approx(1.39, abs=0.025)
+    # issue 5's figures for one structure block at ratio 0.5
+    for res, expected in ((512, 1.77), (1024, 2.24)):
+        h, w = token_grid(res, res)
+        plan = step_plan(SDTMConfig(ratio=0.5, deviation=0.0, protect_every=0), 1, 10)
+        bm = block_merge(SDTMConfig(ratio=0.5, deviation=0.0, protect_every=0), plan, h, w)
+        full = block_flops(shape, h * w, h * w, 154, False, False)
+        assert full / block_flops(shape, bm.attn_tokens, bm.mlp_tokens, 154, False, False) == pytest.approx(expected, abs=0.01)
+    assert token_grid(1344, 768) == (84, 48) and token_grid(1000, 1000) == (63, 63)
+
+
+def test_flop_model_counts_what_the_blocks_run():
+    shape = MODEL_SHAPES["sd3.5-medium"]
+    cfg = SDTMConfig(protect_every=4)
+    cost = schedule_cost(shape, (40, 40), cfg, 12)
+    for sc in cost.steps:
+        bm = block_merge(cfg, step_plan(cfg, sc.step, 12), 40, 40)
+        assert (sc.attn_tokens, sc.mlp_tokens) == (bm.attn_tokens, bm.mlp_tokens)
+        expected = sum(block_flops(shape, bm.attn_tokens, bm.mlp_tokens, 154, b == 23, b < 13) for b in range(24))
+        assert sc.flops == pytest.approx(expected)
+    assert cost.steps[0].flops == cost.steps[0].flops_full
+
+
+class _NoHostSync(TorchDispatchMode):
+    """Fails on every op that reads a tensor value back to the host or has a data-dependent shape."""
+
+    FORBIDDEN = {"_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive",
+                 "bincount", "item", "equal", "is_nonzero"}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name in self.FORBIDDEN:
+            raise AssertionError(f"host sync or data-dependent shape in the hot path: {func}")
+        if name in ("index", "index_put", "index_put_", "_index_put_impl_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())):
+            raise AssertionError(f"host sync (boolean mask index) in the hot path: {func}")
+        if name == "_to_copy" and kwargs and kwargs.get("device") not in (None, args[0].device):
+            raise AssertionError(f"device transfer in the hot path: {func} {kwargs}")
+        return func(*args, **(kwargs or {}))
+
+
+def _devices():
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_hot_path_never_syncs_with_the_host(device):
+    torch.manual_seed(0)
+    x = torch.randn(2, 33 * 47, 64, device=device)
+    run = RunState(SDTMConfig(), [1.0, 0.5, 0.0], seed=3)
+    layout = layout_key((1, 0), 2, 33 * 47)
+    grid = run.grid(33, 47, x.device)
+    gen = run.generator(x.device)
+    prio = run.priority(layout, x.device)
+    cached = torch.randn_like(x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with _NoHostSync():
+            for part in (window_partition(x, grid, 160, prio, 0.05), detail_partition(x, grid, 512, prio, gen)):
+                run.update_priority(layout, part)
+                y = unmerge_tokens(merge_tokens(x, part), part)
+                blend_with_cache(y, cached, part, 0.1)
+                merge_tokens(x, part, mode="prune")
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
+
+
+def test_the_no_sync_check_catches_a_sync():
+    with pytest.raises(AssertionError, match="host sync"):
+        with _NoHostSync():
+            torch.ones(3).sum().item()
+    with pytest.raises(AssertionError, match="host sync"):
+        with _NoHostSync():
+            torch.arange(4)[torch.tensor([True, False, True, False])]

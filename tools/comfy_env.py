@@ -1,0 +1,83 @@
+"""The real ComfyUI host for the tests, the demo and the benchmarks: import it headless on CPU and
+load this pack through ComfyUI's own custom-node loader."""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TREE = REPO / ".cache" / "comfyui"
+PACK_NAME = "ComfyUI-SDTM"
+
+
+def comfy_root() -> Path:
+    root = Path(os.environ.get("COMFYUI_PATH", DEFAULT_TREE)).resolve()
+    if not (root / "comfy" / "model_patcher.py").is_file():
+        raise RuntimeError(
+            f"no ComfyUI tree at {root}. Set COMFYUI_PATH to a ComfyUI checkout, or run "
+            f"'python tools/get_comfyui.py' to unpack ComfyUI 0.3.75 into {DEFAULT_TREE}.")
+    return root
+
+
+_STATE: dict = {}
+
+
+def import_comfy():
+    """Import ComfyUI's modules (CPU only) once; returns ComfyUI's top-level ``nodes`` module."""
+    if "nodes" in _STATE:
+        return _STATE["nodes"]
+    root = str(comfy_root())
+    if root not in sys.path:
+        sys.path.insert(0, root)  # before the repo, whose own nodes/ package must not shadow ComfyUI's
+    import comfy.cli_args
+    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.disable_api_nodes = True
+    import comfy.model_management  # noqa: F401  (asserts CUDA unless cpu is set first)
+    importlib.import_module("utils.install_util")  # 0.3.75 needs it before server/nodes
+    import server  # noqa: F401
+    import nodes
+    if not nodes.NODE_CLASS_MAPPINGS.get("KSampler"):
+        raise RuntimeError("ComfyUI's nodes module did not load its core nodes")
+    _STATE["nodes"] = nodes
+    return nodes
+
+
+@dataclass
+class Pack:
+    module: object  # the pack's package as ComfyUI loaded it
+    hook: object  # <pack>.nodes.hook
+    ops: object  # <pack>.sdtm_ops
+    presets: object  # <pack>.nodes.presets
+    apply: type  # SDTM_Apply node class
+    advanced: type  # SDTM_ApplyAdvanced node class
+
+
+def load_pack() -> Pack:
+    """Load this repository as a custom node pack with ComfyUI's own loader."""
+    if "pack" in _STATE:
+        return _STATE["pack"]
+    nodes = import_comfy()
+    folder = Path(tempfile.mkdtemp(prefix="sdtm-custom-nodes-")) / PACK_NAME
+    folder.symlink_to(REPO, target_is_directory=True)
+    ok = asyncio.run(nodes.load_custom_node(str(folder)))
+    if not ok:
+        raise RuntimeError(f"ComfyUI could not load the pack from {folder}")
+    name = str(folder).replace(".", "_x_")
+    pack = Pack(module=sys.modules[name], hook=sys.modules[name + ".nodes.hook"],
+                ops=sys.modules[name + ".sdtm_ops"], presets=sys.modules[name + ".nodes.presets"],
+                apply=nodes.NODE_CLASS_MAPPINGS["SDTM_Apply"], advanced=nodes.NODE_CLASS_MAPPINGS["SDTM_ApplyAdvanced"])
+    _STATE["pack"] = pack
+    return pack
+
+
+def register_model_dir(kind: str, path) -> None:
+    """Add a folder to ComfyUI's model search paths (folder_paths), e.g. kind "diffusion_models"."""
+    import_comfy()
+    import folder_paths
+    folder_paths.add_model_folder_path(kind, str(path))

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite: prepares the environment (tools/env.sh), then runs pytest. Extra arguments go
+# to pytest. COMFYUI_PATH=/path/to/ComfyUI runs it against your own ComfyUI checkout.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+tools/env.sh
+exec .venv/bin/python -m pytest tests "$@"

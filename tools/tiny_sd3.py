@@ -1,0 +1,97 @@
+"""Tiny SD3-family models with random weights, made on the fly with ComfyUI's own classes and
+loaded through ComfyUI's own loaders (no download)."""
+from __future__ import annotations
+
+import torch
+
+from .comfy_env import import_comfy
+
+VARIANTS = {
+    # name: (depth, qk_norm, dual-attention blocks)  hidden = 64 * depth, heads = depth, as in SD3
+    "sd3-medium": (3, None, ()),
+    "sd3.5-large": (3, "rms", ()),
+    "sd3.5-medium": (3, "rms", (0, 1)),
+}
+CONTEXT_DIM = 4096  # T5-XXL width, what SD3's text encoders produce
+POOLED_DIM = 2048  # CLIP-L + CLIP-G pooled
+POS_EMBED_MAX = 96  # token grids up to 96 x 96 (1536 x 1536 px)
+
+
+def tiny_state_dict(variant: str = "sd3-medium", seed: int = 0, dtype=torch.float32) -> dict:
+    """Random weights of a small MMDiT with SD3's key layout, made with ComfyUI's own MMDiT class."""
+    import comfy.ops
+    from comfy.ldm.modules.diffusionmodules.mmdit import MMDiT
+    depth, qk_norm, dual = VARIANTS[variant]
+    model = MMDiT(input_size=None, patch_size=2, in_channels=16, out_channels=16, depth=depth,
+                  adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX,
+                  num_patches=POS_EMBED_MAX * POS_EMBED_MAX,
+                  context_embedder_config={"target": "torch.nn.Linear",
+                                           "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
+                  qk_norm=qk_norm, x_block_self_attn_layers=list(dual), dtype=dtype,
+                  operations=comfy.ops.disable_weight_init)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith(("ln_q.weight", "ln_k.weight"))
+                        else 0.02 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
+        for name, b in model.named_buffers():
+            b.copy_(0.5 * torch.randn(b.shape, generator=g))
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def tiny_model(variant: str = "sd3-medium", seed: int = 0):
+    """A ModelPatcher from ComfyUI's diffusion-model loader (what UNETLoader calls)."""
+    import_comfy()
+    import comfy.sd
+    return comfy.sd.load_diffusion_model_state_dict(tiny_state_dict(variant, seed))
+
+
+def conditioning(batch: int = 1, tokens: int = 154, seed: int = 1) -> list:
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(batch, tokens, CONTEXT_DIM, generator=g),
+             {"pooled_output": torch.randn(batch, POOLED_DIM, generator=g)}]]
+
+
+def sample(model, latent_hw=(32, 32), batch=1, steps=4, cfg=4.5, seed=0, denoise=1.0, latent=None,
+           sampler="euler", scheduler="sgm_uniform", positive=None, negative=None) -> torch.Tensor:
+    """Sample through ComfyUI's KSampler path (nodes.common_ksampler)."""
+    nodes = import_comfy()
+    if latent is None:
+        latent = torch.zeros(batch, 16, *latent_hw)
+    positive = positive if positive is not None else conditioning(1, seed=11)
+    negative = negative if negative is not None else conditioning(1, seed=12)
+    (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
+                                   {"samples": latent}, denoise=denoise)
+    return out["samples"]
+
+
+def clip_l_state_dict(seed: int = 0, dtype=torch.float16) -> dict:
+    """Random weights for ComfyUI's CLIP-L text encoder (the real 12-layer size: its config is
+    fixed, and CLIPLoader with type "sd3" accepts CLIP-L alone, padding the rest of SD3's context)."""
+    import json
+    import os
+
+    import comfy.clip_model
+    import comfy.ops
+    import comfy.sd1_clip
+    config_path = os.path.join(os.path.dirname(comfy.sd1_clip.__file__), "sd1_clip_config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    model = comfy.clip_model.CLIPTextModel(config, torch.float32, "cpu", comfy.ops.disable_weight_init)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "final_layer_norm" in name:
+                p.copy_(torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p))
+            else:
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    return {k: v.to(dtype).contiguous() for k, v in model.state_dict().items()}
+
+
+def save_safetensors(state_dict: dict, path) -> None:
+    from safetensors.torch import save_file
+    save_file(state_dict, str(path))
