@@ -327,6 +327,11 @@ def patch_model(model, config: SDTMConfig, label: str = "custom"):
     """
     diffusion = model.get_model_object("diffusion_model")
     check_supported(diffusion)
+    depth = len(diffusion.joint_blocks)
+    if not any(block_is_merged(config, i, depth) for i in range(depth)):
+        raise ValueError(
+            f"block_start ({config.block_start}), block_end ({config.block_end}) and protect_blocks_every "
+            f"({config.protect_blocks_every}) leave none of this model's {depth} joint blocks (0-{depth - 1}) to merge")
     patched = model.clone()
     options = patched.model_options["transformer_options"]
     if KEY in options:

@@ -14,10 +14,20 @@ _PERCENT_HELP = ("Progress is the fraction of the sampler's steps: step s of S i
                  "steps 0.41 means steps 0-11. ")
 
 
-def _range_error(start_percent: float, end_percent: float) -> str | bool:
-    if start_percent > end_percent:
-        return f"start_percent ({start_percent}) must not be greater than end_percent ({end_percent})"
+def _check(**values: tuple) -> str | bool:
+    """Range checks for the inputs a node's validate_inputs takes (ComfyUI skips its own min/max
+    check for exactly those inputs). ``values``: name -> (value, lowest, highest). Linked inputs
+    (None here) are checked when the node runs."""
+    for name, (value, lo, hi) in values.items():
+        if value is not None and not lo <= value <= hi:
+            return f"{name} must be in [{lo}, {hi}], got {value}"
     return True
+
+
+def _order(first: str, a, second: str, b, allow_minus_one: bool = False) -> str | bool:
+    if a is None or b is None or (allow_minus_one and b == -1) or a <= b:
+        return True
+    return f"{first} ({a}) must not be greater than {second} ({b})" + (" (or -1)" if allow_minus_one else "")
 
 
 class SDTMApply(io.ComfyNode):
@@ -56,8 +66,9 @@ class SDTMApply(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent: float = 0.0, end_percent: float = 1.0, **kwargs) -> str | bool:
-        return _range_error(start_percent, end_percent)
+    def validate_inputs(cls, start_percent: float, end_percent: float) -> str | bool:
+        checked = _check(start_percent=(start_percent, 0.0, 1.0), end_percent=(end_percent, 0.0, 1.0))
+        return checked if checked is not True else _order("start_percent", start_percent, "end_percent", end_percent)
 
     @classmethod
     def execute(cls, model, preset: str, ratio: float, start_percent: float, end_percent: float,
@@ -131,11 +142,15 @@ class SDTMApplyAdvanced(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, start_percent: float = 0.0, end_percent: float = 1.0, block_start: int = 0,
-                        block_end: int = -1, **kwargs) -> str | bool:
-        if block_end != -1 and block_end < block_start:
-            return f"block_end ({block_end}) must be -1 or not less than block_start ({block_start})"
-        return _range_error(start_percent, end_percent)
+    def validate_inputs(cls, start_percent: float, end_percent: float, block_start: int, block_end: int) -> str | bool:
+        for result in (
+                _check(start_percent=(start_percent, 0.0, 1.0), end_percent=(end_percent, 0.0, 1.0),
+                       block_start=(block_start, 0, 1000), block_end=(block_end, -1, 1000)),
+                _order("start_percent", start_percent, "end_percent", end_percent),
+                _order("block_start", block_start, "block_end", block_end, allow_minus_one=True)):
+            if result is not True:
+                return result
+        return True
 
     @classmethod
     def execute(cls, model, method: str, ratio: float, deviation: float, switch_percent: float,

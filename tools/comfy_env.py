@@ -42,8 +42,10 @@ def import_comfy():
     importlib.import_module("utils.install_util")  # 0.3.75 needs it before server/nodes
     import server  # noqa: F401
     import nodes
-    if not nodes.NODE_CLASS_MAPPINGS.get("KSampler"):
-        raise RuntimeError("ComfyUI's nodes module did not load its core nodes")
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))  # comfy_extras
+    for needed in ("KSampler", "EmptySD3LatentImage"):
+        if needed not in nodes.NODE_CLASS_MAPPINGS:
+            raise RuntimeError(f"ComfyUI did not load its node {needed}")
     _STATE["nodes"] = nodes
     return nodes
 

@@ -95,3 +95,45 @@ def clip_l_state_dict(seed: int = 0, dtype=torch.float16) -> dict:
 def save_safetensors(state_dict: dict, path) -> None:
     from safetensors.torch import save_file
     save_file(state_dict, str(path))
+
+
+def taesd3_state_dicts(seed: int = 0) -> tuple[dict, dict]:
+    """Random weights for ComfyUI's TAESD with SD3's 16 latent channels: (encoder, decoder)."""
+    import comfy.taesd.taesd as taesd
+    model = taesd.TAESD(latent_channels=16)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / max(1, p[0].numel()) ** 0.5 if p.dim() > 1
+                    else 0.01 * torch.randn(p.shape, generator=g))
+    enc = {k: v.contiguous() for k, v in model.taesd_encoder.state_dict().items()}
+    dec = {k: v.contiguous() for k, v in model.taesd_decoder.state_dict().items()}
+    return enc, dec
+
+
+TINY_UNET = "sdtm_tiny_sd3.safetensors"
+TINY_CLIP = "sdtm_tiny_clip_l.safetensors"
+
+
+def write_tiny_bundle(models_dir, variant: str = "sd3-medium", seed: int = 0) -> dict:
+    """Write a tiny SD3-family set into a ComfyUI models folder layout and return the file names:
+    diffusion_models/<unet> (UNETLoader), text_encoders/<clip> (CLIPLoader, type "sd3") and
+    vae_approx/taesd3_{encoder,decoder} (VAELoader "taesd3"). Existing files are kept."""
+    from pathlib import Path
+    root = Path(models_dir)
+    files = {
+        root / "diffusion_models" / TINY_UNET: lambda: tiny_state_dict(variant, seed),
+        root / "text_encoders" / TINY_CLIP: lambda: clip_l_state_dict(seed),
+    }
+    enc_path, dec_path = root / "vae_approx" / "taesd3_encoder.safetensors", root / "vae_approx" / "taesd3_decoder.safetensors"
+    import_comfy()
+    for path, make in files.items():
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_safetensors(make(), path)
+    if not (enc_path.exists() and dec_path.exists()):
+        enc_path.parent.mkdir(parents=True, exist_ok=True)
+        enc, dec = taesd3_state_dicts(seed)
+        save_safetensors(enc, enc_path)
+        save_safetensors(dec, dec_path)
+    return {"unet": TINY_UNET, "clip": TINY_CLIP, "vae": "taesd3"}
