@@ -15,6 +15,7 @@ does not merge (and keeps no cache) it calls the host's original block, so it is
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import time
@@ -157,9 +158,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     finally:
         run.stats.wall_seconds = time.perf_counter() - started
         guider.model_options = original_options
-        info.last_report = {"label": info.label, "num_steps": run.num_steps, "seed": run.seed,
+        summary = run.stats.summary()
+        info.last_report = {"label": info.label, "config": dataclasses.asdict(info.config),
+                            "num_steps": run.num_steps, "seed": run.seed, "summary": summary,
                             **run.stats.as_dict()}
-        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, run.stats.summary())
+        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, summary)
         run.release()
 
 

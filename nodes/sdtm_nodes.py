@@ -1,10 +1,12 @@
 """The SDTM nodes: schema, validation, and the patched clone."""
 from __future__ import annotations
 
-from comfy_api.latest import io
+import json
+
+from comfy_api.latest import io, ui
 
 from ..sdtm_ops import METHODS, MERGE_MODES, SDTMConfig
-from .hook import patch_model
+from .hook import KEY, patch_model
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
 
 CATEGORY = "model_patches/sdtm"
@@ -166,4 +168,37 @@ class SDTMApplyAdvanced(io.ComfyNode):
         return io.NodeOutput(patch_model(model, config, label=f"advanced {method}"))
 
 
-NODES = [SDTMApply, SDTMApplyAdvanced]
+class SDTMRunReport(io.ComfyNode):
+    """The statistics of the last sampling run of an SDTM-patched model, as JSON."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SDTM_RunReport",
+            display_name="SDTM Run Report",
+            category=CATEGORY,
+            description="What SDTM did in the last sampling run of a patched model: image tokens per phase, "
+                        "FLOP-model speedup, wall time, cache use.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="The MODEL output of an SDTM node (or a model cloned from it) "
+                                                "that the sampler used."),
+                io.Latent.Input("samples", tooltip="The sampler's output LATENT; it makes the report run after "
+                                                   "sampling and refresh when sampling runs again."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="The run's statistics as JSON text.")],
+        )
+
+    @classmethod
+    def execute(cls, model, samples) -> io.NodeOutput:
+        info = model.model_options.get("transformer_options", {}).get(KEY)
+        if info is None:
+            raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
+        if info.last_report is None:
+            raise ValueError("this SDTM-patched model has not been sampled yet: connect the sampler's output "
+                             "to samples")
+        text = json.dumps(info.last_report, indent=1)
+        return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+
+NODES = [SDTMApply, SDTMApplyAdvanced, SDTMRunReport]

@@ -123,3 +123,28 @@ def test_a_block_range_past_the_model_fails_with_the_input_names(engine):
     assert not engine["executor"].success
     message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
     assert "block_start (40)" in message and "3 joint blocks" in message
+
+
+def test_run_report_node_gives_the_runs_statistics(engine):
+    import json
+    prompt = text_to_image(engine["names"], SIMPLE)
+    prompt["11"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["5", 0], "samples": ["7", 0]}}
+    valid, error, outputs, node_errors = validate(engine, prompt)
+    assert valid, (error, node_errors)
+    engine["executor"].execute(prompt, "report", {}, outputs)
+    assert engine["executor"].success
+    shown = engine["executor"].history_result["outputs"]["11"]["text"][0]
+    report = json.loads(shown)
+    assert report["num_steps"] == 5 and report["config"]["ratio"] == 0.5
+    assert report["phases"]["structure"]["attn_tokens"] < report["phases"]["structure"]["tokens"]
+    assert "FLOP-model speedup" in report["summary"]
+
+
+def test_run_report_refuses_an_unpatched_model(engine):
+    prompt = text_to_image(engine["names"], SIMPLE)
+    prompt["11"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["1", 0], "samples": ["7", 0]}}
+    valid, _, outputs, _ = validate(engine, prompt)
+    engine["executor"].execute(prompt, "report-unpatched", {}, outputs)
+    assert not engine["executor"].success
+    message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
+    assert "carries no SDTM patch" in message
