@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tools.comfy_env import import_comfy, load_pack, register_model_dir
+from tools.comfy_env import import_comfy, load_pack, prompt_executor, register_model_dir
 from tools.tiny_sd3 import write_tiny_bundle
 
 
@@ -16,17 +16,13 @@ def engine(tmp_path_factory):
     load_pack()
     import execution
     import folder_paths
-    import server
     models = tmp_path_factory.mktemp("models")
     names = write_tiny_bundle(models)
     for kind in ("diffusion_models", "text_encoders", "vae_approx"):
         register_model_dir(kind, models / kind)
     out = tmp_path_factory.mktemp("output")
     folder_paths.set_output_directory(str(out))
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    executor = execution.PromptExecutor(server.PromptServer(loop), cache_type=execution.CacheType.CLASSIC,
-                                        cache_args={"lru": 0, "ram": 0})
+    executor = prompt_executor()
     return {"nodes": nodes, "execution": execution, "executor": executor, "names": names, "out": out}
 
 

@@ -83,3 +83,15 @@ def register_model_dir(kind: str, path) -> None:
     import_comfy()
     import folder_paths
     folder_paths.add_model_folder_path(kind, str(path))
+
+
+def prompt_executor():
+    """ComfyUI's PromptExecutor in this process, with a real PromptServer as its message sink and the
+    classic output cache (the cache arguments main.py passes; newer versions read more keys)."""
+    import_comfy()
+    import execution
+    import server
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return execution.PromptExecutor(server.PromptServer(loop), cache_type=execution.CacheType.CLASSIC,
+                                    cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
