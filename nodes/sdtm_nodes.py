@@ -134,7 +134,7 @@ class SDTMApplyAdvanced(io.ComfyNode):
                 io.Combo.Input("merge_mode", options=list(MERGE_MODES), default=d.merge_mode,
                                tooltip="mean: a group becomes the mean of its tokens. prune: it keeps its dst "
                                        "token's value (the reference's pseudo-merge)."),
-                io.Int.Input("seed", default=d.seed, min=-1, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
+                io.Int.Input("merge_seed", default=d.seed, min=-1, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
                              tooltip="Seed of the merge RNG (random dst choices); -1 = the sampler's seed."),
                 io.Int.Input("round_to", default=d.round_to, min=1, max=1024,
                              tooltip="Merged counts are rounded down to a multiple of this (16 in the "
@@ -158,12 +158,12 @@ class SDTMApplyAdvanced(io.ComfyNode):
     def execute(cls, model, method: str, ratio: float, deviation: float, switch_percent: float,
                 start_percent: float, end_percent: float, window: int, priority_weight: float,
                 protect_steps_every: int, protect_blocks_every: int, block_start: int, block_end: int,
-                cache: bool, cache_fresh_weight: float, merge_mode: str, seed: int, round_to: int) -> io.NodeOutput:
+                cache: bool, cache_fresh_weight: float, merge_mode: str, merge_seed: int, round_to: int) -> io.NodeOutput:
         config = SDTMConfig(method=method, ratio=ratio, deviation=deviation, switch=switch_percent,
                             start=start_percent, end=end_percent, window=window, priority_weight=priority_weight,
                             protect_every=protect_steps_every, protect_blocks_every=protect_blocks_every,
                             block_start=block_start, block_end=block_end, use_cache=cache,
-                            cache_fresh_weight=cache_fresh_weight, merge_mode=merge_mode, seed=seed,
+                            cache_fresh_weight=cache_fresh_weight, merge_mode=merge_mode, seed=merge_seed,
                             round_to=round_to)
         return io.NodeOutput(patch_model(model, config, label=f"advanced {method}"))
 

@@ -50,7 +50,7 @@ ADVANCED = {"class_type": "SDTM_ApplyAdvanced", "inputs": {
     "method": "sdtm", "ratio": 0.3, "deviation": 0.2, "switch_percent": 0.41, "start_percent": 0.0,
     "end_percent": 1.0, "window": 2, "priority_weight": 0.05, "protect_steps_every": 3, "protect_blocks_every": 0,
     "block_start": 0, "block_end": -1, "cache": True, "cache_fresh_weight": 0.1, "merge_mode": "mean",
-    "seed": -1, "round_to": 16}}
+    "merge_seed": -1, "round_to": 16}}
 
 
 def validate(engine, prompt):

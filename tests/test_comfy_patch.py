@@ -30,7 +30,7 @@ def apply(pack, model, preset="fast", ratio=-1.0, start=0.0, end=1.0, switch=-1.
 def advanced(pack, model, **kw):
     d = dict(method="sdtm", ratio=0.3, deviation=0.2, switch_percent=0.41, start_percent=0.0, end_percent=1.0,
              window=2, priority_weight=0.05, protect_steps_every=3, protect_blocks_every=0, block_start=0,
-             block_end=-1, cache=True, cache_fresh_weight=0.1, merge_mode="mean", seed=-1, round_to=16)
+             block_end=-1, cache=True, cache_fresh_weight=0.1, merge_mode="mean", merge_seed=-1, round_to=16)
     d.update(kw)
     return pack.advanced.execute(model, **d).args[0]
 
@@ -159,8 +159,8 @@ def test_same_seed_same_image_and_the_seed_matters(pack, models):
     patched = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0)  # detail: random dst
     a = sample(patched, steps=4, seed=1)
     assert torch.equal(sample(patched, steps=4, seed=1), a)
-    fixed = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, seed=5)
-    other = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, seed=6)
+    fixed = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, merge_seed=5)
+    other = advanced(pack, models["sd3-medium"], protect_steps_every=0, switch_percent=0.0, merge_seed=6)
     assert not torch.equal(sample(fixed, steps=4, seed=1), sample(other, steps=4, seed=1))
 
 
