@@ -127,6 +127,7 @@ class PatchInfo:
         self.config = config
         self.label = label
         self.last_report: dict | None = None
+        self.last_maps: dict | None = None  # {"grid": (h, w), "num_blocks": n, "groups": {(step, block): [N]}}
         self.warned_outside_run = False
 
     def __deepcopy__(self, memo):
@@ -162,6 +163,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         info.last_report = {"label": info.label, "config": dataclasses.asdict(info.config),
                             "num_steps": run.num_steps, "seed": run.seed, "summary": summary,
                             **run.stats.as_dict()}
+        info.last_maps = {"grid": run.map_grid, "groups": run.merge_maps()}
         log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, summary)
         run.release()
 
@@ -263,14 +265,17 @@ class SDTMJointBlock:
         run, cfg = call.run, call.run.config
         grid = run.grid(call.h, call.w, metric.device)
         if cfg.method == "tome":
-            return tome_partition(metric, grid, call.merge.count, run.generator(metric.device))
-        priority = run.priority(call.layout, metric.device)
-        if call.merge.kind == "window":
-            part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight)
+            part = tome_partition(metric, grid, call.merge.count, run.generator(metric.device))
         else:
-            part = detail_partition(metric, grid, call.merge.count, priority, run.generator(metric.device))
+            priority = run.priority(call.layout, metric.device)
+            if call.merge.kind == "window":
+                part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight)
+            else:
+                part = detail_partition(metric, grid, call.merge.count, priority, run.generator(metric.device))
+            if part is not None:
+                run.update_priority(call.layout, part)
         if part is not None:
-            run.update_priority(call.layout, part)
+            run.record_partition(call.plan.step, self.index, part, call.h, call.w)
         return part
 
     def _branch_out(self, call: CallContext, branch: str, value: torch.Tensor, part, storing: bool) -> torch.Tensor:

@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 
 from ..sdtm_ops import METHODS, MERGE_MODES, SDTMConfig
 from .hook import KEY, patch_model
+from .merge_map import SDTMMergeMap
 from .presets import DEFAULT_PRESET, PRESETS, preset_config
 
 CATEGORY = "model_patches/sdtm"
@@ -201,4 +202,4 @@ class SDTMRunReport(io.ComfyNode):
         return io.NodeOutput(text, ui=ui.PreviewText(text))
 
 
-NODES = [SDTMApply, SDTMApplyAdvanced, SDTMRunReport]
+NODES = [SDTMApply, SDTMApplyAdvanced, SDTMRunReport, SDTMMergeMap]

@@ -9,7 +9,7 @@ from .partition import (Partition, WindowGrid, detail_merge_count, detail_partit
                         tome_partition, window_grid, window_partition)
 from .schedule import (BlockMerge, Phase, StepPlan, block_is_merged, block_merge, progress_at, ratio_at,
                        reference_config, step_plan)
-from .state import PhaseStats, RunState, RunStats, layout_key
+from .state import RunState, RunStats, StepStats, layout_key
 
 __all__ = [
     "SDTMConfig", "METHODS", "MERGE_MODES",
@@ -18,6 +18,6 @@ __all__ = [
     "merge_tokens", "unmerge_tokens", "blend_with_cache",
     "Phase", "StepPlan", "BlockMerge", "progress_at", "ratio_at", "step_plan", "block_is_merged",
     "block_merge", "reference_config",
-    "RunState", "RunStats", "PhaseStats", "layout_key",
+    "RunState", "RunStats", "StepStats", "layout_key",
     "MMDiTShape", "MODEL_SHAPES", "token_grid", "block_flops", "StepCost", "ScheduleCost", "schedule_cost",
 ]

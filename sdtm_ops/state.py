@@ -16,7 +16,7 @@ from .config import SDTMConfig
 from .partition import Partition, WindowGrid, window_grid
 from .schedule import Phase, block_merge, step_plan
 
-__all__ = ["RunState", "RunStats", "PhaseStats", "layout_key"]
+__all__ = ["RunState", "RunStats", "StepStats", "layout_key"]
 
 
 def layout_key(chunks: tuple[int, ...], batch: int, num_tokens: int) -> tuple:
@@ -26,10 +26,10 @@ def layout_key(chunks: tuple[int, ...], batch: int, num_tokens: int) -> tuple:
 
 
 @dataclass
-class PhaseStats:
-    """Counts for one phase, summed over model calls and blocks (image tokens x samples)."""
+class StepStats:
+    """Counts for one step, summed over its model calls and blocks (image tokens x samples)."""
 
-    steps: set = field(default_factory=set)
+    phase: Phase
     block_calls: int = 0
     tokens: int = 0  # unmerged image tokens that passed through the blocks
     attn_tokens: int = 0  # image tokens the attention saw
@@ -37,10 +37,18 @@ class PhaseStats:
     flops: float = 0.0  # FLOP-model cost of what ran
     flops_full: float = 0.0  # FLOP-model cost of the same calls unmerged
 
+    def add(self, other: "StepStats") -> None:
+        self.block_calls += other.block_calls
+        self.tokens += other.tokens
+        self.attn_tokens += other.attn_tokens
+        self.mlp_tokens += other.mlp_tokens
+        self.flops += other.flops
+        self.flops_full += other.flops_full
+
 
 @dataclass
 class RunStats:
-    phases: dict = field(default_factory=lambda: {p: PhaseStats() for p in Phase})
+    steps: dict = field(default_factory=dict)  # step -> StepStats
     model_calls: int = 0
     cache_stores: int = 0
     cache_blends: int = 0
@@ -50,51 +58,54 @@ class RunStats:
 
     def record(self, phase: Phase, step: int, batch: int, tokens: int, attn_tokens: int,
                mlp_tokens: int, flops: float, flops_full: float) -> None:
-        s = self.phases[phase]
-        s.steps.add(step)
-        s.block_calls += 1
-        s.tokens += batch * tokens
-        s.attn_tokens += batch * attn_tokens
-        s.mlp_tokens += batch * mlp_tokens
-        s.flops += flops
-        s.flops_full += flops_full
+        s = self.steps.setdefault(step, StepStats(phase))
+        s.add(StepStats(phase, 1, batch * tokens, batch * attn_tokens, batch * mlp_tokens, flops, flops_full))
+
+    def phase_totals(self) -> dict:
+        """Phase -> (steps of that phase, their summed StepStats)."""
+        totals = {p: ([], StepStats(p)) for p in Phase}
+        for step in sorted(self.steps):
+            s = self.steps[step]
+            totals[s.phase][0].append(step)
+            totals[s.phase][1].add(s)
+        return totals
 
     @property
     def flops(self) -> float:
-        return sum(s.flops for s in self.phases.values())
+        return sum(s.flops for s in self.steps.values())
 
     @property
     def flops_full(self) -> float:
-        return sum(s.flops_full for s in self.phases.values())
+        return sum(s.flops_full for s in self.steps.values())
 
     @property
     def flop_speedup(self) -> float:
         return self.flops_full / self.flops if self.flops else 1.0
 
     def as_dict(self) -> dict:
+        def counts(s: StepStats) -> dict:
+            return {"block_calls": s.block_calls, "tokens": s.tokens, "attn_tokens": s.attn_tokens,
+                    "mlp_tokens": s.mlp_tokens, "flops": s.flops, "flops_full": s.flops_full}
+
         return {
             "model_calls": self.model_calls,
             "wall_seconds": round(self.wall_seconds, 4),
-            "flop_speedup": round(self.flop_speedup, 4),
+            "flop_speedup": self.flop_speedup,
             "cache": {"stores": self.cache_stores, "blends": self.cache_blends,
                       "misses": self.cache_misses, "peak_bytes": self.cache_bytes_peak},
-            "phases": {
-                p.value: {"steps": sorted(s.steps), "block_calls": s.block_calls, "tokens": s.tokens,
-                          "attn_tokens": s.attn_tokens, "mlp_tokens": s.mlp_tokens,
-                          "flops": s.flops, "flops_full": s.flops_full}
-                for p, s in self.phases.items()
-            },
+            "phases": {p.value: {"steps": steps, **counts(total)} for p, (steps, total) in self.phase_totals().items()},
+            "steps": [{"step": k, "phase": s.phase.value, **counts(s)} for k, s in sorted(self.steps.items())],
         }
 
     def summary(self) -> str:
         parts = []
-        for p, s in self.phases.items():
-            if not s.block_calls:
+        for p, (steps, s) in self.phase_totals().items():
+            if not steps:
                 continue
             if p is Phase.FULL:
-                parts.append(f"full {len(s.steps)} steps")
+                parts.append(f"full {len(steps)} steps")
             else:
-                parts.append(f"{p.value} {len(s.steps)} steps (attention {s.attn_tokens / s.tokens:.0%}, "
+                parts.append(f"{p.value} {len(steps)} steps (attention {s.attn_tokens / s.tokens:.0%}, "
                              f"MLP {s.mlp_tokens / s.tokens:.0%} of image tokens)")
         text = "; ".join(parts) or "no model calls"
         text += f"; FLOP-model speedup {self.flop_speedup:.2f}x; wall {self.wall_seconds:.2f} s"
@@ -121,6 +132,8 @@ class RunState:
         self._cache: dict[tuple, torch.Tensor] = {}
         self._grids: dict[tuple, WindowGrid] = {}
         self._merges: dict[tuple, bool] = {}
+        self._maps: dict[tuple[int, int], torch.Tensor] = {}  # (step, block) -> [N] groups of sample 0
+        self.map_grid: tuple[int, int] | None = None
         self.stats = RunStats()
 
     def merges_on(self, h: int, w: int) -> bool:
@@ -169,6 +182,24 @@ class RunState:
         counter = self.priority(layout, part.group.device)
         counter.add_(1).mul_(part.merged)
 
+    # -- merge maps -------------------------------------------------------------------------
+    def record_partition(self, step: int, block: int, part: Partition, h: int, w: int) -> None:
+        """Keep the grouping of the first sample of the first call of this step and block (on the
+        device: no transfer during the run; int16 where the group ids fit)."""
+        if (step, block) in self._maps or self.map_grid not in (None, (h, w)):
+            return
+        self.map_grid = (h, w)
+        dtype = torch.int16 if part.num_groups <= torch.iinfo(torch.int16).max else torch.int32
+        self._maps[(step, block)] = part.group[0].to(dtype)
+
+    def merge_maps(self) -> dict[tuple[int, int], torch.Tensor]:
+        """The recorded groupings, moved to the CPU in one transfer: (step, block) -> [N] int64."""
+        if not self._maps:
+            return {}
+        keys = list(self._maps)
+        stacked = torch.stack([self._maps[k].to(torch.int32) for k in keys]).cpu().long()
+        return dict(zip(keys, stacked))
+
     # -- blending cache ---------------------------------------------------------------------
     def store(self, block: int, branch: str, layout: tuple, value: torch.Tensor) -> None:
         self._cache[(block, branch, layout)] = value
@@ -192,6 +223,7 @@ class RunState:
     def release(self) -> None:
         """Drop every tensor of the run (the statistics stay)."""
         self._cache.clear()
+        self._maps.clear()
         self._priority.clear()
         self._grids.clear()
         self._generators.clear()

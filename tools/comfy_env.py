@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 import os
 import sys
 import tempfile
@@ -28,21 +29,40 @@ def comfy_root() -> Path:
 _STATE: dict = {}
 
 
-def import_comfy():
-    """Import ComfyUI's modules (CPU only) once; returns ComfyUI's top-level ``nodes`` module."""
+ATTENTION_FLAGS = {"pytorch": "use_pytorch_cross_attention", "split": "use_split_cross_attention",
+                   "sub-quad": "use_quad_cross_attention"}
+
+
+def import_comfy(device: str = "cpu", attention: str | None = None):
+    """Import ComfyUI's modules once and return ComfyUI's top-level ``nodes`` module.
+
+    device "cpu" runs ComfyUI with --cpu; "cuda" lets it use the GPU. attention picks ComfyUI's
+    attention backend as its command-line flags do (None: ComfyUI's default for the device).
+    """
     if "nodes" in _STATE:
+        if _STATE["setup"] != (device, attention):
+            raise RuntimeError(f"ComfyUI was already imported with {_STATE['setup']}, not {(device, attention)}")
         return _STATE["nodes"]
     root = str(comfy_root())
     if root not in sys.path:
         sys.path.insert(0, root)  # before the repo, whose own nodes/ package must not shadow ComfyUI's
     import comfy.cli_args
-    comfy.cli_args.args.cpu = True
+    comfy.cli_args.args.cpu = device == "cpu"
     comfy.cli_args.args.disable_api_nodes = True
+    if attention is not None:
+        setattr(comfy.cli_args.args, ATTENTION_FLAGS[attention], True)
     import comfy.model_management  # noqa: F401  (asserts CUDA unless cpu is set first)
     importlib.import_module("utils.install_util")  # 0.3.75 needs it before server/nodes
     import server  # noqa: F401
     import nodes
-    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))  # comfy_extras
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(logging.ERROR)  # comfy_extras nodes that need absent optional packages (audio, ...)
+    try:
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    finally:
+        root_logger.setLevel(level)
+    _STATE["setup"] = (device, attention)
     for needed in ("KSampler", "EmptySD3LatentImage"):
         if needed not in nodes.NODE_CLASS_MAPPINGS:
             raise RuntimeError(f"ComfyUI did not load its node {needed}")
