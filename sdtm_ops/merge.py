@@ -15,13 +15,6 @@ __all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache"]
 
 
 
-def _rows(part: Partition) -> torch.Tensor:
-    """Flat row index of every token's group in a [B * G, C] view. [B * N] int64."""
-    B, G = part.batch, part.num_groups
-    offset = torch.arange(B, device=part.group.device).unsqueeze(1) * G
-    return (part.group + offset).reshape(-1)
-
-
 def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
                  token_weight: torch.Tensor | None = None, return_sizes: bool = False):
     """Merge tokens [B, N, C] -> [B, G, C].
@@ -53,17 +46,17 @@ def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
     # Half-precision sums are accumulated in float32: a large group (hundreds of src matched to
     # one dst in a flat region) would otherwise lose precision or overflow float16.
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    rows = _rows(part)
     src = x.reshape(B * N, C).to(acc)
+    G = part.num_groups
     if token_weight is None:
-        weight = part.sizes.reshape(-1, 1).to(acc)
-    else:
-        w = token_weight.reshape(B * N, 1).to(acc)
-        src = src * w
-        weight = torch.zeros(B * part.num_groups, 1, dtype=acc, device=x.device).index_add_(0, rows, w)
-    total = torch.zeros(B * part.num_groups, C, dtype=acc, device=x.device).index_add_(0, rows, src)
-    merged = (total / weight).to(x.dtype).view(B, part.num_groups, C)
-    return (merged, weight.view(B, part.num_groups, 1).to(x.dtype)) if return_sizes else merged
+        total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, part.rows, src)
+        merged = total.div_(part.float_sizes.to(acc)).to(x.dtype).view(B, G, C)
+        return (merged, part.sizes.unsqueeze(-1).to(x.dtype)) if return_sizes else merged
+    w = token_weight.reshape(B * N, 1).to(acc)
+    weight = x.new_zeros(B * G, 1, dtype=acc).index_add_(0, part.rows, w)
+    total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, part.rows, src * w)
+    merged = total.div_(weight).to(x.dtype).view(B, G, C)
+    return (merged, weight.view(B, G, 1).to(x.dtype)) if return_sizes else merged
 
 
 def unmerge_tokens(y: torch.Tensor, part: Partition | None) -> torch.Tensor:

@@ -15,10 +15,11 @@ Three partitions are provided:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "Partition",
@@ -44,6 +45,18 @@ class WindowGrid:
     k: int
     members: torch.Tensor  # [nW, K] token index of each window member, windows row-major
     outside: torch.Tensor  # [No] tokens that belong to no whole window
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def const(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A small constant tensor derived from this grid (ids, sizes), made once: fewer kernel
+        launches per block, which is what limits short merged blocks on fast GPUs."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def ids(self, start: int, stop: int) -> torch.Tensor:
+        """arange(start, stop) on the grid's device, shape [1, stop - start]."""
+        return self.const(("ids", start, stop), lambda: torch.arange(start, stop, device=self.members.device).unsqueeze(0))
 
     @property
     def num_tokens(self) -> int:
@@ -87,16 +100,17 @@ class Partition:
     """A batched grouping of N tokens into G groups (the same G for every sample).
 
     ``group[b, n]`` is the group of token n; groups ``[0, num_singletons)`` hold one token each and
-    come first. ``rep[b, g]`` is the token that represents group g (its dst; used by prune-merge and
-    by the merge map). ``merged[b, n]`` is True for every token of a group with two or more members.
+    come first. ``merged[b, n]`` is True for every token of a group with two or more members.
+    ``rep[b, g]`` is the token that represents group g (its dst, or for a collapsed window its
+    first member; used by prune-merge); it is built only when asked for.
     """
 
     group: torch.Tensor  # [B, N] int64 in [0, G)
-    sizes: torch.Tensor  # [B, G] int64, members per group
-    rep: torch.Tensor  # [B, G] int64 token index
+    sizes: torch.Tensor  # [B, G] int64, members per group (may be an expanded view)
     merged: torch.Tensor  # [B, N] bool
     num_groups: int  # G
     num_singletons: int  # groups [0, num_singletons) have exactly one member by construction
+    rep_parts: tuple = ()  # [B, *] token tensors whose concatenation is rep; () = first member
 
     @property
     def num_tokens(self) -> int:
@@ -105,6 +119,26 @@ class Partition:
     @property
     def batch(self) -> int:
         return self.group.shape[0]
+
+    @cached_property
+    def rep(self) -> torch.Tensor:
+        """[B, G] int64 representative token of each group."""
+        if self.rep_parts:
+            return torch.cat(self.rep_parts, dim=1)
+        tokens = torch.arange(self.num_tokens, device=self.group.device).expand_as(self.group)
+        first = torch.empty(self.batch, self.num_groups, dtype=torch.long, device=self.group.device)
+        return first.scatter_reduce_(1, self.group, tokens, reduce="amin", include_self=False)
+
+    @cached_property
+    def rows(self) -> torch.Tensor:
+        """[B * N] row of each token's group in a flat [B * G, C] view (for one scatter-add)."""
+        offsets = torch.arange(0, self.batch * self.num_groups, self.num_groups, device=self.group.device)
+        return (self.group + offsets.unsqueeze(1)).reshape(-1)
+
+    @cached_property
+    def float_sizes(self) -> torch.Tensor:
+        """[B * G, 1] float32 group sizes (a mean divides by them: exact for a constant group)."""
+        return self.sizes.reshape(-1, 1).to(torch.float32)
 
 
 def structure_merge_count(num_tokens: int, ratio: float, window_size: int, num_windows: int,
@@ -155,17 +189,10 @@ def _window_dst(grid: WindowGrid, batch: int, priority: torch.Tensor | None,
     The random part is below 1, so it only breaks ties between equal integer counters; without a
     counter the choice is uniformly random. Returns [B, nW] int64.
     """
-    shape = (batch, grid.num_windows, grid.window_size)
-    key = _rand(shape, generator, device) * 0.5
+    key = _rand((batch, grid.num_windows, grid.window_size), generator, device).mul_(0.5)
     if priority is not None:
-        key = key + priority[:, grid.members].to(key.dtype)
+        key.add_(priority[:, grid.members])
     return key.argmax(dim=-1)
-
-
-def _partition_from_groups(group: torch.Tensor, sizes: torch.Tensor, rep: torch.Tensor, num_singletons: int) -> Partition:
-    merged = sizes.gather(1, group) > 1
-    return Partition(group=group, sizes=sizes, rep=rep, merged=merged, num_groups=sizes.shape[1],
-                     num_singletons=num_singletons)
 
 
 def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
@@ -185,40 +212,30 @@ def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
         raise ValueError(f"cannot collapse {num_windows} windows, the grid has {grid.num_windows}")
     B, N, _ = metric.shape
     K = grid.window_size
-    device = metric.device
 
-    # Mean pairwise cosine similarity of a window = |sum of unit vectors|^2 / K^2.
-    unit = F.normalize(metric, dim=-1)
-    window_sum = _window_view(unit, grid).sum(dim=(2, 4)).reshape(B, grid.num_windows, -1)
-    score = window_sum.float().square().sum(-1) / (K * K)
+    # Mean pairwise cosine similarity of a window = |sum of its unit vectors|^2 / K^2.
+    inv_norm = torch.linalg.vector_norm(metric, dim=-1, keepdim=True).clamp_min_(1e-4).reciprocal_()
+    window_sum = _window_view(metric * inv_norm, grid).sum(dim=(2, 4))
+    score = torch.linalg.vector_norm(window_sum, dim=-1, dtype=torch.float32).reshape(B, -1)
     if priority is not None and priority_weight != 0.0:
-        prio = priority.float() / priority.amax(dim=1, keepdim=True).clamp_min(1).float()
-        score = score + priority_weight * _window_view(prio, grid).mean(dim=(2, 4)).reshape(B, -1)
+        # |sum|^2 / K^2 + weight * (window sum of counters) / (K * largest counter of the sample)
+        counters = _window_view(priority, grid).sum(dim=(2, 4), dtype=torch.float32).reshape(B, -1)
+        largest = priority.amax(dim=1, keepdim=True).clamp_min_(1)
+        score = score.square_().mul_(1.0 / (K * K)).addcdiv_(counters, largest, value=priority_weight / K)
 
     chosen = score.topk(num_windows, dim=1, sorted=False).indices  # [B, W]
-    chosen_members = grid.members[chosen]  # [B, W, K]
-    flat_members = chosen_members.reshape(B, num_windows * K)
-
-    num_singletons = N - K * num_windows
-    merged = torch.zeros(B, N, dtype=torch.bool, device=device)
-    merged.scatter_(1, flat_members, True)
-    group = (~merged).long().cumsum(1) - 1  # singletons keep raster order
-    window_ids = torch.arange(num_singletons, num_singletons + num_windows, device=device)
-    group.scatter_(1, flat_members, window_ids.repeat_interleave(K).expand(B, -1))
-
-    sizes = torch.ones(B, num_singletons + num_windows, dtype=torch.long, device=device)
-    sizes[:, num_singletons:] = K
-
-    # Representative of a window: its member with the highest priority (first on ties).
-    rep = torch.empty(B, num_singletons + num_windows, dtype=torch.long, device=device)
-    rep.scatter_(1, group, torch.arange(N, device=device).expand(B, N))
-    if priority is not None:
-        best = priority.gather(1, flat_members).view(B, num_windows, K).argmax(-1, keepdim=True)
-    else:
-        best = torch.zeros(B, num_windows, 1, dtype=torch.long, device=device)
-    rep[:, num_singletons:] = chosen_members.gather(2, best).squeeze(2)
-    return Partition(group=group, sizes=sizes, rep=rep, merged=merged,
-                     num_groups=num_singletons + num_windows, num_singletons=num_singletons)
+    members = grid.members[chosen].reshape(B, num_windows * K)
+    singles = N - K * num_windows
+    merged = torch.zeros(B, N, dtype=torch.bool, device=metric.device).scatter_(1, members, True)
+    group = (~merged).cumsum(1).sub_(1)  # singletons keep raster order
+    window_ids = grid.const(("window_ids", num_windows),
+                            lambda: grid.ids(singles, singles + num_windows).repeat_interleave(K, dim=1))
+    group.scatter_(1, members, window_ids.expand(B, -1))
+    sizes = grid.const(("window_sizes", num_windows), lambda: torch.cat(
+        (torch.ones(1, singles, dtype=torch.long, device=metric.device),
+         torch.full((1, num_windows), K, dtype=torch.long, device=metric.device)), dim=1))
+    return Partition(group=group, sizes=sizes.expand(B, -1), merged=merged, num_groups=singles + num_windows,
+                     num_singletons=singles)
 
 
 def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int, dst_member: torch.Tensor) -> Partition:
@@ -229,45 +246,43 @@ def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
     """
     B, N, C = metric.shape
     K, nW = grid.window_size, grid.num_windows
-    device = metric.device
     num_src = (K - 1) * nW
     if num_merge > num_src:
         raise ValueError(f"cannot merge {num_merge} src tokens, there are {num_src}")
 
     members = grid.members.expand(B, nW, K)
     dst_tok = members.gather(2, dst_member.unsqueeze(-1)).squeeze(-1)  # [B, nW]
-    others = (dst_member.unsqueeze(-1) + torch.arange(1, K, device=device)) % K  # [B, nW, K-1]
+    others = (dst_member.unsqueeze(-1) + grid.ids(1, K)).remainder_(K)  # [B, nW, K-1]
     src_tok = members.gather(2, others).reshape(B, num_src)  # [B, Ns]
 
     # argmax over dst of cos(a, b) only needs the dst normalised; the src norm rescales the best score.
     src = metric.gather(1, src_tok.unsqueeze(-1).expand(B, num_src, C))
-    dst = F.normalize(metric.gather(1, dst_tok.unsqueeze(-1).expand(B, nW, C)), dim=-1)
+    dst = metric.gather(1, dst_tok.unsqueeze(-1).expand(B, nW, C))
+    dst = dst.div_(torch.linalg.vector_norm(dst, dim=-1, keepdim=True).clamp_min_(1e-4))
     best, best_dst = torch.bmm(src, dst.transpose(1, 2)).max(dim=-1)  # [B, Ns]
-    score = best.float() / torch.linalg.vector_norm(src, dim=-1, dtype=torch.float32).clamp_min(1e-6)
-    order = score.argsort(dim=1, descending=True, stable=True)
+    src_norm = torch.linalg.vector_norm(src, dim=-1, dtype=torch.float32).clamp_min_(1e-4)
+    order = torch.div(best, src_norm).argsort(dim=1, descending=True, stable=True)
     merged_pos, kept_pos = order[:, :num_merge], order[:, num_merge:]
 
     num_out = grid.outside.shape[0]
     num_kept = num_src - num_merge
     first_dst = num_out + num_kept
     G = first_dst + nW
-    group = torch.empty(B, N, dtype=torch.long, device=device)
-    rep = torch.empty(B, G, dtype=torch.long, device=device)
+    group = torch.empty(B, N, dtype=torch.long, device=metric.device)
+    out_tok = grid.outside.expand(B, num_out)
     if num_out:
-        out_tok = grid.outside.expand(B, num_out)
-        group.scatter_(1, out_tok, torch.arange(num_out, device=device).expand(B, num_out))
-        rep[:, :num_out] = out_tok
+        group.scatter_(1, out_tok, grid.ids(0, num_out).expand(B, -1))
     kept_tok = src_tok.gather(1, kept_pos)
-    group.scatter_(1, kept_tok, torch.arange(num_out, first_dst, device=device).expand(B, num_kept))
-    rep[:, num_out:first_dst] = kept_tok
-    group.scatter_(1, dst_tok, torch.arange(first_dst, G, device=device).expand(B, nW))
-    rep[:, first_dst:] = dst_tok
+    group.scatter_(1, kept_tok, grid.ids(num_out, first_dst).expand(B, -1))
+    group.scatter_(1, dst_tok, grid.ids(first_dst, G).expand(B, -1))
     target = best_dst.gather(1, merged_pos)  # [B, n] dst slot of each merged src
-    group.scatter_(1, src_tok.gather(1, merged_pos), target + first_dst)
+    group.scatter_(1, src_tok.gather(1, merged_pos), target.add(first_dst))
 
-    sizes = torch.ones(B, G, dtype=torch.long, device=device)
-    sizes[:, first_dst:].scatter_add_(1, target, torch.ones_like(target))
-    return _partition_from_groups(group, sizes, rep, num_singletons=first_dst)
+    sizes = torch.ones(B, G, dtype=torch.long, device=metric.device)
+    ones = grid.const(("ones", num_merge), lambda: torch.ones(1, num_merge, dtype=torch.long, device=metric.device))
+    sizes[:, first_dst:].scatter_add_(1, target, ones.expand(B, -1))
+    return Partition(group=group, sizes=sizes, merged=sizes.gather(1, group) > 1, num_groups=G,
+                     num_singletons=first_dst, rep_parts=(out_tok, kept_tok, dst_tok))
 
 
 def detail_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
