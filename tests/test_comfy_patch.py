@@ -261,3 +261,17 @@ def test_summary_reports_what_ran(pack, models, caplog):
     assert report["flop_speedup"] > 1.0 and report["wall_seconds"] > 0
     assert "SDTM" in caplog.text and "FLOP-model speedup" in caplog.text and "cache" in caplog.text
 
+
+
+def test_skip_layer_guidance_stacks_in_either_order(pack, models):
+    nodes = import_comfy()
+    slg = nodes.NODE_CLASS_MAPPINGS["SkipLayerGuidanceSD3"]
+    model = models["sd3-medium"]
+    sdtm = apply(pack, model, "fast")
+    sdtm_then_slg = slg.execute(sdtm, "1", 3.0, 0.0, 1.0).args[0]
+    slg_then_sdtm = apply(pack, slg.execute(model, "1", 3.0, 0.0, 1.0).args[0], "fast")
+    a, b = sample(sdtm_then_slg, steps=4), sample(slg_then_sdtm, steps=4)
+    assert torch.isfinite(a).all() and torch.equal(a, b)
+    assert not torch.equal(a, sample(sdtm, steps=4))  # the guidance's extra calls took effect
+    report = slg_then_sdtm.model_options["transformer_options"]["sdtm"].last_report
+    assert report["model_calls"] > 4  # the sampler's calls plus skip-layer guidance's own
