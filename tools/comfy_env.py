@@ -33,20 +33,22 @@ ATTENTION_FLAGS = {"pytorch": "use_pytorch_cross_attention", "split": "use_split
                    "sub-quad": "use_quad_cross_attention"}
 
 
-def import_comfy(device: str = "cpu", attention: str | None = None):
+def import_comfy(device: str | None = None, attention: str | None = None):
     """Import ComfyUI's modules once and return ComfyUI's top-level ``nodes`` module.
 
-    device "cpu" runs ComfyUI with --cpu; "cuda" lets it use the GPU. attention picks ComfyUI's
-    attention backend as its command-line flags do (None: ComfyUI's default for the device).
+    device "cpu" (the default) runs ComfyUI with --cpu; "cuda" lets it use the GPU. attention picks
+    ComfyUI's attention backend as its command-line flags do (None: ComfyUI's default for the device).
+    Called without arguments after ComfyUI is imported, it returns what is there.
     """
     if "nodes" in _STATE:
-        if _STATE["setup"] != (device, attention):
+        if device is not None and _STATE["setup"] != (device, attention):
             raise RuntimeError(f"ComfyUI was already imported with {_STATE['setup']}, not {(device, attention)}")
         return _STATE["nodes"]
     root = str(comfy_root())
     if root not in sys.path:
         sys.path.insert(0, root)  # before the repo, whose own nodes/ package must not shadow ComfyUI's
     import comfy.cli_args
+    device = device or "cpu"
     comfy.cli_args.args.cpu = device == "cpu"
     comfy.cli_args.args.disable_api_nodes = True
     if attention is not None:

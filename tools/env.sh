@@ -19,6 +19,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -c "import torch, torchvision" # fail here, not in a test, if the install is broken
   echo "$want" > "$stamp"
 fi
+# The browser test drives Debian's Chromium (playwright never downloads a browser here).
+if ! command -v chromium > /dev/null && command -v apt-get > /dev/null && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) > .venv/apt.log 2>&1 \
+    || { cat .venv/apt.log >&2; echo "tools/env.sh: installing chromium failed (log above)" >&2; exit 1; }
+fi
 if [ -z "${COMFYUI_PATH:-}" ]; then
   .venv/bin/python tools/get_comfyui.py
 fi

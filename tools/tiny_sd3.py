@@ -137,3 +137,88 @@ def write_tiny_bundle(models_dir, variant: str = "sd3-medium", seed: int = 0) ->
         save_safetensors(enc, enc_path)
         save_safetensors(dec, dec_path)
     return {"unet": TINY_UNET, "clip": TINY_CLIP, "vae": "taesd3"}
+
+
+# The SD3 VAE's architecture (what ComfyUI's VAE class builds for a 16-channel KL autoencoder state dict).
+SD3_VAE_CONFIG = {"double_z": True, "z_channels": 16, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                  "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def sd3_vae_state_dict(seed: int = 0) -> dict:
+    """Random weights for the full-size SD3 VAE (16 latent channels, 8x down), built from ComfyUI's own
+    encoder and decoder classes: keys ``encoder.*`` and ``decoder.*`` as in the real VAE file."""
+    from comfy.ldm.modules.diffusionmodules.model import Decoder, Encoder
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for prefix, cls in (("encoder.", Encoder), ("decoder.", Decoder)):
+        part = cls(**SD3_VAE_CONFIG)
+        with torch.no_grad():
+            for name, p in part.named_parameters():
+                if p.dim() > 1:
+                    p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5)
+                elif name.endswith("weight"):  # norms
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+        state.update({prefix + k: v.contiguous() for k, v in part.state_dict().items()})
+    return state
+
+
+def taesd3_vae_state_dict(seed: int = 0) -> dict:
+    """Random TAESD weights for SD3's latents in the layout of ComfyUI's VAELoader("taesd3") VAE
+    (``taesd_encoder.*``, ``taesd_decoder.*`` and SD3's latent scale and shift): a VAE about 50x cheaper
+    to run than the full-size one."""
+    import comfy.latent_formats
+    enc, dec = taesd3_state_dicts(seed)
+    fmt = comfy.latent_formats.SD3()
+    return {**{"taesd_encoder." + k: v for k, v in enc.items()}, **{"taesd_decoder." + k: v for k, v in dec.items()},
+            "vae_scale": torch.tensor(fmt.scale_factor), "vae_shift": torch.tensor(fmt.shift_factor)}
+
+
+CHECKPOINT_VAES = {"full": sd3_vae_state_dict, "taesd": taesd3_vae_state_dict}
+
+
+def write_tiny_checkpoint(path, variant: str = "sd3-medium", seed: int = 0, vae: str = "full") -> None:
+    """Write one SD3-family checkpoint file for CheckpointLoaderSimple: the tiny MMDiT, a random CLIP-L
+    and a random VAE (``vae``: "full" = the full-size SD3 VAE, "taesd" = TAESD3), under the key prefixes
+    ComfyUI's own checkpoint saver uses (``model.diffusion_model.``, ``text_encoders.clip_l.``,
+    ``first_stage_model.``), stored in fp16."""
+    if vae not in CHECKPOINT_VAES:
+        raise ValueError(f"vae must be one of {', '.join(CHECKPOINT_VAES)}, got {vae!r}")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    import_comfy()
+    import comfy.sd
+    model = tiny_model(variant, seed)
+    clip = comfy.sd.load_text_encoder_state_dicts([clip_l_state_dict(seed)], clip_type=comfy.sd.CLIPType.SD3)
+    vae_model = comfy.sd.VAE(sd=CHECKPOINT_VAES[vae](seed))
+    state = model.model.state_dict_for_saving(clip.get_sd(), vae_model.get_sd())
+    save_safetensors({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, path)
+
+
+def tiny_checkpoint_name(variant: str = "sd3-medium", vae: str = "full", seed: int = 0) -> str:
+    return f"sdtm_tiny_{variant}_{vae}_vae_s{seed}.safetensors"
+
+
+def cached_tiny_checkpoint(folder, variant: str = "sd3-medium", vae: str = "full", seed: int = 0):
+    """The path of a tiny checkpoint in ``folder``, written there first if it is missing. The folder
+    name should change when this module changes (see :func:`tiny_cache_dir`); writes are atomic, so
+    processes may share it."""
+    import os
+    from pathlib import Path
+    path = Path(folder) / tiny_checkpoint_name(variant, vae, seed)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        write_tiny_checkpoint(partial, variant, seed, vae)
+        os.replace(partial, path)
+    return path
+
+
+def tiny_cache_dir():
+    """.cache/tiny-models/<hash of this file>: tiny model files made by this version of this module."""
+    import hashlib
+    from pathlib import Path
+    here = Path(__file__).resolve()
+    digest = hashlib.sha256(here.read_bytes()).hexdigest()[:12]
+    return here.parents[1] / ".cache" / "tiny-models" / digest

@@ -1,0 +1,110 @@
+"""The real ComfyUI web editor (comfyui-frontend-package, served by the real server) in headless
+Chromium driven by Playwright: every UI workflow loads with no missing node and with its widget values
+where the editor expects them, the editor's own API conversion equals the committed twin, the SDTM
+node shows its inputs, and the SD3 workflow queued from the editor (tiny stand-in checkpoint, 256x256,
+at most 4 steps, see tests/test_server.py) finishes with an image. Screenshots go to artifacts/browser/.
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+from tools import workflow_api as wa
+from tools.comfy_server import CHROMIUM, ComfyServer, Editor, stand_in_models
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "browser"
+NAMES = [p.stem for p in wa.ui_workflows()]
+SIZE, MAX_STEPS = 256, 4
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folders, tiny = stand_in_models(tmp_path_factory.mktemp("models"), wa.MODEL_FILES)
+    return {"dirs": folders, "tiny": tiny}
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    with ComfyServer(models["dirs"]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def object_info(server):
+    return server.get("/object_info")
+
+
+@pytest.fixture(scope="module")
+def editor(server):
+    assert Path(CHROMIUM).is_file(), f"Chromium is needed at {CHROMIUM}: apt-get install -y chromium"
+    with Editor(server) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors(request):
+    yield
+    if "editor" in request.fixturenames:
+        assert request.getfixturevalue("editor").page_errors == []
+
+
+def expected_widgets(node: dict, definition: dict) -> list:
+    """[widget name, value] as the editor should show a saved node: the converter's layout."""
+    return [["control_after_generate" if control else name, value]
+            for (name, control), value in zip(wa.widget_layout(definition), node.get("widgets_values", []))]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_workflow_loads_with_no_missing_node_and_every_widget_in_place(editor, object_info, name):
+    workflow = wa.load_json(wa.WORKFLOWS / f"{name}.json")
+    loaded = editor.load(workflow)
+    assert loaded["missing"] == [] and loaded["with_errors"] == [] and loaded["alerts"] == []
+    for node in workflow["nodes"]:
+        if node["type"] in object_info:
+            assert loaded["widgets"][str(node["id"])] == expected_widgets(node, object_info[node["type"]]), node["type"]
+    assert editor.api_prompt() == wa.load_json(wa.twin_path(wa.WORKFLOWS / f"{name}.json"))
+
+
+def test_the_sdtm_node_is_shown_with_its_inputs(editor, object_info):
+    editor.load(wa.load_json(wa.WORKFLOWS / "sd3_medium_sdtm.json"))
+    editor.fit_view()
+    shown = editor.evaluate("""() => {
+        const node = app.graph.nodes.find(n => n.type === 'SDTM_Apply');
+        return {title: node.title, visible: app.canvas.visible_nodes.includes(node),
+                inputs: node.inputs.filter(i => !i.widget).map(i => i.name),
+                widgets: node.widgets.map(w => w.name)};
+    }""")
+    definition = object_info["SDTM_Apply"]
+    assert shown["title"] == definition["display_name"] and shown["visible"]
+    assert shown["widgets"] == [name for name, control in wa.widget_layout(definition) if not control]
+    assert shown["inputs"] == [n for n in wa.input_names(definition) if n not in shown["widgets"]]
+    editor.screenshot(ARTIFACTS / "sd3_medium_sdtm_loaded.png")
+
+
+def test_a_bypassed_sdtm_node_converts_as_the_editor_does(editor, object_info):
+    editor.load(wa.load_json(wa.WORKFLOWS / "sdtm_ab_comparison.json"))
+    editor.evaluate("() => { app.graph.nodes.find(n => n.type === 'SDTM_Apply').mode = 4; }")
+    assert editor.api_prompt() == wa.ui_to_api(editor.serialize(), object_info)
+
+
+def test_the_sd3_workflow_queued_from_the_editor_finishes_with_an_image(editor, server, models):
+    workflow = wa.load_json(wa.WORKFLOWS / "sd3_medium_sdtm.json")
+    editor.load(workflow)
+    by_type = {node["type"]: node["id"] for node in workflow["nodes"]}
+    sampler = next(n for n in workflow["nodes"] if n["type"] == "KSampler")
+    steps = min(sampler["widgets_values"][2], MAX_STEPS)
+    editor.set_widget(by_type["CheckpointLoaderSimple"], "ckpt_name", models["tiny"]["sd3-medium"])
+    editor.set_widget(by_type["EmptySD3LatentImage"], "width", SIZE)
+    editor.set_widget(by_type["EmptySD3LatentImage"], "height", SIZE)
+    editor.set_widget(by_type["KSampler"], "steps", steps)
+    entry = editor.queue(timeout=600)
+    (image,) = entry["outputs"][str(by_type["SaveImage"])]["images"]
+    assert server.output_path(image).is_file()
+    report = json.loads(entry["outputs"][str(by_type["SDTM_RunReport"])]["text"][0])
+    assert report["num_steps"] == steps
+    # the editor shows the finished image in the Save Image node
+    editor.page.wait_for_function("(id) => (app.graph.getNodeById(id).imgs || []).length > 0",
+                                  arg=by_type["SaveImage"], timeout=30_000)
+    editor.fit_view()
+    editor.screenshot(ARTIFACTS / "sd3_medium_sdtm_finished.png")

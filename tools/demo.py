@@ -1,0 +1,300 @@
+"""The one-command demo: the real ComfyUI server, headless, runs the SD3 workflow with SDTM and the same
+workflow without it (same seed), and writes the images and a short report to out/demo/.
+
+    tools/demo.sh                          # a tiny random SD3 model made on the fly (no download)
+    tools/demo.sh --checkpoint PATH        # a real SD3 / SD3.5 checkpoint (.safetensors)
+
+The model is pluggable: a ``DemoModel`` prepares the model files the server sees and adapts the
+workflow's API prompt to them (checkpoint name, image size, a different decoder...). Add an entry to
+``MODELS`` for a new one.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .comfy_env import REPO, comfy_root
+from .comfy_server import ComfyServer, PromptError, PromptRun, ServerError
+
+WORKFLOW = REPO / "workflows" / "api" / "sd3_medium_sdtm.json"
+OUT = REPO / "out" / "demo"
+PATCH_NODES = {"SDTM_Apply", "SDTM_ApplyAdvanced"}  # MODEL in, patched MODEL out
+REPORT_NODES = {"SDTM_RunReport", "SDTM_MergeMap"}  # need a patched model
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class DemoModel:
+    """What the demo runs. ``model_dirs``: ComfyUI model kind -> folder for the server; ``adapt``
+    returns the workflow's API prompt changed to use this model."""
+
+    name: str
+    description: str
+    model_dirs: dict[str, Path] = field(default_factory=dict)
+    checkpoint: str | None = None  # file name in model_dirs["checkpoints"]
+    size: tuple[int, int] | None = None  # (width, height) instead of the workflow's
+    steps: int | None = None  # instead of the workflow's
+    notes: list[str] = field(default_factory=list)
+
+    def adapt(self, prompt: dict) -> dict:
+        prompt = copy.deepcopy(prompt)
+        for node in prompt.values():
+            inputs = node["inputs"]
+            if node["class_type"] == "CheckpointLoaderSimple" and self.checkpoint:
+                inputs["ckpt_name"] = self.checkpoint
+            if node["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage") and self.size:
+                inputs["width"], inputs["height"] = self.size
+            if node["class_type"] in ("KSampler", "KSamplerAdvanced") and self.steps:
+                inputs["steps"] = self.steps
+        return prompt
+
+
+def tiny_model(work: Path, args) -> DemoModel:
+    """A tiny random SD3-medium-shaped model (3 joint blocks), random CLIP-L and TAESD3, made on the fly."""
+    from .tiny_sd3 import cached_tiny_checkpoint, tiny_cache_dir
+    path = cached_tiny_checkpoint(tiny_cache_dir(), "sd3-medium", vae="taesd")
+    size = (args.size, args.size) if args.size else (512, 512)
+    return DemoModel(
+        name="tiny random SD3 (made on the fly, no download)",
+        description=("a 3-block MMDiT with SD3-medium's layout and random weights, a random CLIP-L and a random "
+                     "TAESD3 decoder in one checkpoint; its pictures are structured noise and its timings say "
+                     "nothing about real models: run with --checkpoint for those"),
+        model_dirs={"checkpoints": path.parent}, checkpoint=path.name, size=size, steps=args.steps,
+        notes=[f"image size {size[0]}x{size[1]} instead of the workflow's 1024x1024 (keeps the CPU run short)"])
+
+
+def checkpoint_model(work: Path, args) -> DemoModel:
+    """A checkpoint file the user names; the server sees it through a link in a folder of its own."""
+    path = Path(args.checkpoint).expanduser()
+    if not path.is_file():
+        raise SystemExit(f"--checkpoint: no file at {path} (give the path of an SD3 / SD3.5 .safetensors checkpoint "
+                         "that includes its text encoders, e.g. sd3_medium_incl_clips_t5xxlfp8.safetensors)")
+    folder = work / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / path.name
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.resolve())
+    size = (args.size, args.size) if args.size else None
+    return DemoModel(name=path.name, description=f"checkpoint {path.resolve()}", model_dirs={"checkpoints": folder},
+                     checkpoint=path.name, size=size, steps=args.steps)
+
+
+MODELS = {"tiny": tiny_model, "checkpoint": checkpoint_model}
+
+
+def choose_model(args) -> str:
+    return "checkpoint" if args.checkpoint else "tiny"
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+def without_sdtm(prompt: dict) -> dict:
+    """The same prompt without SDTM: every SDTM node bridged (its consumers get its model input), the
+    report and merge-map nodes dropped, with whatever only they fed."""
+    prompt = copy.deepcopy(prompt)
+    patches = {nid: node["inputs"]["model"] for nid, node in prompt.items() if node["class_type"] in PATCH_NODES}
+    dropped = set(patches) | {nid for nid, node in prompt.items() if node["class_type"] in REPORT_NODES}
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            while isinstance(value, list) and value[0] in patches:
+                value = patches[value[0]]
+            node["inputs"][name] = value
+    changed = True
+    while changed:  # drop what only dropped nodes fed
+        changed = False
+        for nid, node in prompt.items():
+            if nid not in dropped and any(isinstance(v, list) and v[0] in dropped for v in node["inputs"].values()):
+                dropped.add(nid)
+                changed = True
+    return {nid: node for nid, node in prompt.items() if nid not in dropped}
+
+
+def nodes_of(prompt: dict, *class_types: str) -> list[str]:
+    return [nid for nid, node in prompt.items() if node["class_type"] in class_types]
+
+
+def with_inputs(prompt: dict, class_types: tuple[str, ...], **inputs) -> dict:
+    prompt = copy.deepcopy(prompt)
+    for nid in nodes_of(prompt, *class_types):
+        prompt[nid]["inputs"].update(inputs)
+    return prompt
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def merged_tokens(sdtm_report: dict) -> dict:
+    """Per phase: its steps and the share of image tokens the attention and the MLP did not see."""
+    out = {}
+    for phase, p in sdtm_report.get("phases", {}).items():
+        if p["steps"] and p["tokens"]:
+            out[phase] = {"steps": len(p["steps"]), "attention_merged": round(1 - p["attn_tokens"] / p["tokens"], 4),
+                          "mlp_merged": round(1 - p["mlp_tokens"] / p["tokens"], 4)}
+    return out
+
+
+def markdown(report: dict) -> str:
+    r, w, wo = report, report["with_sdtm"], report["without_sdtm"]
+    lines = [
+        "# SDTM demo", "",
+        f"- ComfyUI {r['comfyui_version']} ({r['device']}), workflow `{r['workflow']}`",
+        f"- Model: {r['model']['name']}: {r['model']['description']}",
+        *[f"- Note: {n}" for n in r["model"]["notes"]],
+        f"- {r['width']}x{r['height']}, {r['steps']} steps, seed {r['seed']}", "",
+        "| | without SDTM | with SDTM |", "|---|---|---|",
+        f"| sampler (KSampler node) seconds | {wo['sampler_seconds']:.2f} | {w['sampler_seconds']:.2f} |",
+        f"| whole prompt seconds | {wo['prompt_seconds']:.2f} | {w['prompt_seconds']:.2f} |",
+        f"| image | ![without]({wo['image']}) | ![with]({w['image']}) |", "",
+        f"Measured sampler speedup: **{r['speedup']:.2f}x** (one run each, after a warm-up run of each). "
+        f"SDTM's FLOP-model speedup: {r['flop_speedup']:.2f}x. PSNR of the SDTM image against the plain one: "
+        f"{r['psnr_db']:.1f} dB.", "",
+        "Image tokens merged away per phase (share of what the plain model computes):", "",
+        "| phase | steps | attention | MLP |", "|---|---|---|---|",
+        *[f"| {phase} | {p['steps']} | {p['attention_merged']:.0%} | {p['mlp_merged']:.0%} |"
+          for phase, p in r["merged_tokens"].items()],
+        "", f"SDTM's own summary: {r['sdtm_summary']}", "",
+    ]
+    return "\n".join(lines)
+
+
+def side_by_side(left: Path, right: Path, path: Path) -> None:
+    a, b = Image.open(left).convert("RGB"), Image.open(right).convert("RGB")
+    canvas = Image.new("RGB", (a.width + b.width + 8, max(a.height, b.height)), (255, 255, 255))
+    canvas.paste(a, (0, 0))
+    canvas.paste(b, (a.width + 8, 0))
+    canvas.save(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------
+def run_demo(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    source = choose_model(args)
+    if source == "tiny":
+        print("No --checkpoint given: making a tiny random SD3 model on the fly (no download). It shows the "
+              "pipeline working; its images are noise and its timings are not SDTM's speed on real models.")
+    model = MODELS[source](work, args)
+    base = model.adapt(json.loads(Path(args.workflow).read_text()))
+    if not nodes_of(base, *PATCH_NODES):
+        raise SystemExit(f"{args.workflow} has no SDTM node")
+    with_sdtm = with_inputs(base, ("SaveImage",), filename_prefix="demo/with_sdtm")
+    plain = with_inputs(without_sdtm(base), ("SaveImage",), filename_prefix="demo/without_sdtm")
+    sampler = nodes_of(base, "KSampler", "KSamplerAdvanced")[0]
+    report_node = nodes_of(base, "SDTM_RunReport")
+    if not report_node:
+        raise SystemExit(f"{args.workflow} has no SDTM_RunReport node: the demo reads SDTM's statistics from it")
+    device = "cpu" if args.device == "cpu" or (args.device == "auto" and not _cuda()) else "gpu"
+    print(f"Starting ComfyUI ({comfy_root()}) on {device} with this pack...")
+    server = ComfyServer(model.model_dirs, cpu=device == "cpu", root=work / "server")
+    try:
+        server.start()
+        version = server.get("/system_stats").get("system", {}).get("comfyui_version", "unknown")
+        print(f"ComfyUI {version} at {server.url}; warm-up runs (loading the model)...")
+        for prompt in (plain, with_sdtm):  # load, encode, decode once; the timed runs then only re-sample
+            server.run_prompt(with_inputs(prompt, ("KSampler", "KSamplerAdvanced"), steps=2), timeout=args.timeout)
+        runs: dict[str, PromptRun] = {}
+        for label, prompt in (("without_sdtm", plain), ("with_sdtm", with_sdtm)):
+            print(f"Running the workflow {label.replace('_', ' ')}...")
+            runs[label] = server.run_prompt(prompt, timeout=args.timeout, node_timings=True)
+        results = {}
+        for label, run in runs.items():
+            image = server.output_path(run.images()[-1])
+            target = out / f"{label}.png"
+            shutil.copyfile(image, target)
+            results[label] = {"image": target.name, "sampler_seconds": run.node_seconds.get(sampler, float("nan")),
+                              "prompt_seconds": run.seconds}
+        sdtm = json.loads(runs["with_sdtm"].texts(report_node[0])[0])
+    except (ServerError, PromptError) as e:
+        print(f"The demo failed: {e}\nServer log: {server.log_path}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        server.stop()
+    side_by_side(out / "without_sdtm.png", out / "with_sdtm.png", out / "comparison.png")
+    a = np.asarray(Image.open(out / "without_sdtm.png").convert("RGB"))
+    b = np.asarray(Image.open(out / "with_sdtm.png").convert("RGB"))
+    latent = base[nodes_of(base, "EmptySD3LatentImage", "EmptyLatentImage")[0]]["inputs"]
+    ks = base[sampler]["inputs"]
+    workflow = Path(args.workflow).resolve()
+    report = {
+        "comfyui_version": version, "device": device,
+        "workflow": str(workflow.relative_to(REPO) if workflow.is_relative_to(REPO) else workflow),
+        "model": {"source": source, "name": model.name, "description": model.description, "notes": model.notes},
+        "width": latent["width"], "height": latent["height"], "steps": ks["steps"], "seed": ks["seed"],
+        "without_sdtm": results["without_sdtm"], "with_sdtm": results["with_sdtm"],
+        "speedup": results["without_sdtm"]["sampler_seconds"] / results["with_sdtm"]["sampler_seconds"],
+        "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": psnr(a, b),
+        "sdtm_summary": sdtm["summary"], "sdtm_report": sdtm,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    shutil.rmtree(work / "server" / "output", ignore_errors=True)
+    return report
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tools/demo.sh", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="an SD3 / SD3.5 checkpoint file with its text encoders "
+                                             "(default: a tiny random model made on the fly)")
+    parser.add_argument("--workflow", default=str(WORKFLOW), help="API-format workflow with an SDTM node and an "
+                                                                  "SDTM Run Report node (default: %(default)s)")
+    parser.add_argument("--out", default=str(OUT), help="output folder (default: %(default)s)")
+    parser.add_argument("--size", type=int, help="image width and height (default: 512 for the tiny model, the "
+                                                 "workflow's for a checkpoint)")
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the workflow's)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="where ComfyUI runs (auto: the GPU if torch sees one)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per prompt")
+    args = parser.parse_args(argv)
+    for name in ("size", "steps"):
+        value = getattr(args, name)
+        if value is not None and value < (16 if name == "size" else 1):
+            parser.error(f"--{name} must be at least {16 if name == 'size' else 1}, got {value}")
+    if args.size is not None and args.size % 16:
+        parser.error(f"--size must be a multiple of 16 (SD3 latents are 1/8 size, patches 2x2), got {args.size}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    report = run_demo(args)
+    out = Path(args.out)
+    print(markdown(report))
+    print(f"Wrote {out}/report.md, report.json, with_sdtm.png, without_sdtm.png, comparison.png "
+          f"in {time.perf_counter() - started:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The one-command demo: prepares the environment (tools/env.sh), then runs the SD3 workflow with and
+# without SDTM through the real ComfyUI server and writes images and a report to out/demo/.
+#   tools/demo.sh                       a tiny random SD3 model made on the fly (no download)
+#   tools/demo.sh --checkpoint PATH     a real SD3 / SD3.5 checkpoint; --help for more
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+tools/env.sh
+exec .venv/bin/python -m tools.demo "$@"
