@@ -1,7 +1,8 @@
 """Named SDTM settings for the simple node.
 
 FLOP-model speedups are for SD3-medium at 1024x1024, 30 steps (``python -m benchmarks.flop_table``
-prints them for every model and resolution); measured figures are in docs/BENCHMARKS.md.
+prints them for every model and resolution). The presets were chosen by measured fidelity on the photo
+fixture (benchmarks/bench_fidelity.py); measured speed and fidelity are in docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -13,15 +14,17 @@ PRESETS: dict[str, tuple[SDTMConfig, str]] = {
         "the official release's defaults: ratio 0.3 +/- 0.2, structure phase for the first 41% of "
         "the steps, every 3rd step full with cache blending (FLOP model 1.23x)"),
     "balanced": (
-        SDTMConfig(ratio=0.4, deviation=0.2, protect_every=5),
-        "ratio 0.4 +/- 0.2, every 5th step full with cache blending (FLOP model 1.37x)"),
+        SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3),
+        "ratio 0.5 +/- 0.2, every 3rd step full with cache blending: the reference's fidelity at more "
+        "speed (FLOP model 1.37x)"),
     "fast": (
         SDTMConfig(ratio=0.5, deviation=0.2, protect_every=0, use_cache=False),
-        "ratio 0.5 +/- 0.2, no full steps, no cache (FLOP model 1.70x)"),
+        "ratio 0.5 +/- 0.2, no full steps, no cache: the most speed, some loss of fidelity "
+        "(FLOP model 1.70x)"),
     "turbo": (
-        SDTMConfig(ratio=0.2, deviation=0.1, protect_every=0, use_cache=False),
-        "for 4-8 step models (SD3.5-large-turbo): ratio 0.2 +/- 0.1, no full steps, no cache "
-        "(FLOP model 1.25x at 4 steps)"),
+        SDTMConfig(ratio=0.15, deviation=0.05, protect_every=0, use_cache=False),
+        "for 4-8 step models (SD3.5-large-turbo): merges little, ratio 0.15 +/- 0.05, no full steps, "
+        "no cache; few steps leave little to gain (FLOP model 1.16x at 4 steps)"),
 }
 
 DEFAULT_PRESET = "balanced"

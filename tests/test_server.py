@@ -135,14 +135,15 @@ def test_main_py_runs_from_a_shadow_without_the_trees_extra_model_paths(tmp_path
     assert (shadow / "comfy").resolve() == (tree / "comfy").resolve()
 
 
-def test_the_demo_writes_images_and_a_report(tmp_path):
+@pytest.mark.parametrize("model", ["photo", "tiny"])
+def test_the_demo_writes_images_and_a_report(tmp_path, model):
     from tools.demo import parse_args, run_demo
     out = tmp_path / "demo"
-    report = run_demo(parse_args(["--out", str(out), "--size", "128", "--steps", "3"]))
+    report = run_demo(parse_args(["--out", str(out), "--model", model, "--size", "128", "--steps", "3"]))
     for name in ("with_sdtm.png", "without_sdtm.png", "comparison.png", "report.md", "report.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
-    assert saved["model"]["source"] == "tiny" and saved["steps"] == 3 and (saved["width"], saved["height"]) == (128, 128)
+    assert saved["model"]["source"] == model and saved["steps"] == 3 and (saved["width"], saved["height"]) == (128, 128)
     assert saved["with_sdtm"]["sampler_seconds"] > 0 and saved["without_sdtm"]["sampler_seconds"] > 0
     assert saved["speedup"] == pytest.approx(saved["without_sdtm"]["sampler_seconds"] / saved["with_sdtm"]["sampler_seconds"])
     assert saved["sdtm_report"]["num_steps"] == 3 and saved["merged_tokens"]

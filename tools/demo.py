@@ -1,7 +1,8 @@
 """The one-command demo: the real ComfyUI server, headless, runs the SD3 workflow with SDTM and the same
 workflow without it (same seed), and writes the images and a short report to out/demo/.
 
-    tools/demo.sh                          # a tiny random SD3 model made on the fly (no download)
+    tools/demo.sh                          # the photo fixture: a small SD3-architecture MMDiT trained here
+    tools/demo.sh --model tiny             # a tiny random SD3 model made on the fly (no download)
     tools/demo.sh --checkpoint PATH        # a real SD3 / SD3.5 checkpoint (.safetensors)
 
 The model is pluggable: a ``DemoModel`` prepares the model files the server sees and adapts the
@@ -19,12 +20,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
-from .comfy_env import REPO, comfy_root
+from .comfy_env import REPO, comfy_root, import_comfy
 from .comfy_server import ComfyServer, PromptError, PromptRun, ServerError
+from .photo_codec import PHOTOS
 
 WORKFLOW = REPO / "workflows" / "api" / "sd3_medium_sdtm.json"
 OUT = REPO / "out" / "demo"
@@ -47,9 +50,11 @@ class DemoModel:
     size: tuple[int, int] | None = None  # (width, height) instead of the workflow's
     steps: int | None = None  # instead of the workflow's
     notes: list[str] = field(default_factory=list)
+    rewire: Callable[[dict], dict] | None = None  # other loaders / outputs than the workflow's
+    decode: Callable[[Path], Image.Image] | None = None  # a SaveLatent file -> picture (no VAE)
 
     def adapt(self, prompt: dict) -> dict:
-        prompt = copy.deepcopy(prompt)
+        prompt = copy.deepcopy(prompt) if self.rewire is None else self.rewire(prompt)
         for node in prompt.values():
             inputs = node["inputs"]
             if node["class_type"] == "CheckpointLoaderSimple" and self.checkpoint:
@@ -91,11 +96,62 @@ def checkpoint_model(work: Path, args) -> DemoModel:
                      checkpoint=path.name, size=size, steps=args.steps)
 
 
-MODELS = {"tiny": tiny_model, "checkpoint": checkpoint_model}
+def photo_model(work: Path, args) -> DemoModel:
+    """The photo fixture (tests/fixtures, docs/FIXTURE.md) through UNETLoader and CLIPLoader("sd3") with
+    the random CLIP-L it was trained with; its latents are pictures folded 2x2 into channels, so the
+    workflow saves the latent (SaveLatent) and the demo unfolds it (tools.photo_codec.decode)."""
+    from . import photo_codec
+    if not photo_codec.FIXTURE.is_file():
+        raise SystemExit(f"the photo fixture {photo_codec.FIXTURE} is missing (see docs/FIXTURE.md)")
+    import_comfy()  # the random CLIP-L is built with ComfyUI's own CLIP class
+    clip = photo_codec.write_fixture_clip(work / "text_encoders")
+    caption = next(p.caption for p in photo_codec.PHOTOS if p.name == args.photo)
+    pixels = args.size // photo_codec.EMPTY_LATENT_PER_PIXEL if args.size else 128
+    size = photo_codec.empty_latent_size(pixels, pixels)
+
+    def rewire(prompt: dict) -> dict:
+        prompt = copy.deepcopy(prompt)
+        loader = nodes_of(prompt, "CheckpointLoaderSimple")
+        if len(loader) != 1:
+            raise SystemExit("the photo model replaces the workflow's one CheckpointLoaderSimple; it has "
+                             f"{len(loader)}")
+        loader = loader[0]
+        prompt[loader] = {"class_type": "UNETLoader", "inputs": {"unet_name": photo_codec.FIXTURE.name,
+                                                                 "weight_dtype": "default"}}
+        prompt["clip"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": clip.name, "type": "sd3"}}
+        for sampler in nodes_of(prompt, "KSampler"):
+            inputs = prompt[sampler]["inputs"]
+            inputs["cfg"] = 4.5
+            for link, text in (("positive", caption), ("negative", photo_codec.UNCONDITIONAL_PROMPT)):
+                prompt[inputs[link][0]]["inputs"]["text"] = text
+        for nid in nodes_of(prompt, "CLIPTextEncode"):
+            prompt[nid]["inputs"]["clip"] = ["clip", 0]
+        for decode in nodes_of(prompt, "VAEDecode"):
+            samples = prompt.pop(decode)["inputs"]["samples"]
+            for save in [n for n in nodes_of(prompt, "SaveImage") if prompt[n]["inputs"]["images"][0] == decode]:
+                prompt[save] = {"class_type": "SaveLatent",
+                                "inputs": {"samples": samples, "filename_prefix": prompt[save]["inputs"]["filename_prefix"]}}
+        return prompt
+
+    def decode(path: Path) -> Image.Image:
+        image = photo_codec.decode_to_pil(photo_codec.load_saved_latent(path))[0]
+        return image.resize((image.width * 4, image.height * 4), Image.NEAREST)  # 4x, to be seen
+
+    return DemoModel(
+        name="photo fixture (a small SD3-architecture MMDiT trained on photographs, in the repository)",
+        description=(f"3 joint blocks, trained here on seven photographs that ship inside scikit-learn and "
+                     f"scikit-image (docs/FIXTURE.md); prompt {caption!r}; its latents are 2x2-folded pixels, "
+                     f"decoded without a VAE and shown 4x enlarged"),
+        model_dirs={"diffusion_models": photo_codec.FIXTURE.parent, "text_encoders": clip.parent},
+        size=size, steps=args.steps, rewire=rewire, decode=decode,
+        notes=[f"{pixels}x{pixels} pixel images (the fixture's size), cfg 4.5, the fixture's own prompt"])
+
+
+MODELS = {"photo": photo_model, "tiny": tiny_model, "checkpoint": checkpoint_model}
 
 
 def choose_model(args) -> str:
-    return "checkpoint" if args.checkpoint else "tiny"
+    return "checkpoint" if args.checkpoint else args.model
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,14 +250,18 @@ def run_demo(args) -> dict:
     work.mkdir()
     source = choose_model(args)
     if source == "tiny":
-        print("No --checkpoint given: making a tiny random SD3 model on the fly (no download). It shows the "
-              "pipeline working; its images are noise and its timings are not SDTM's speed on real models.")
+        print("Making a tiny random SD3 model on the fly (no download). It shows the pipeline working; its "
+              "images are noise and its timings are not SDTM's speed on real models.")
+    elif source == "photo":
+        print("No --checkpoint given: using the photo fixture, a small SD3-architecture model trained on "
+              "photographs (no download). Its timings are not SDTM's speed on real models.")
     model = MODELS[source](work, args)
     base = model.adapt(json.loads(Path(args.workflow).read_text()))
     if not nodes_of(base, *PATCH_NODES):
         raise SystemExit(f"{args.workflow} has no SDTM node")
-    with_sdtm = with_inputs(base, ("SaveImage",), filename_prefix="demo/with_sdtm")
-    plain = with_inputs(without_sdtm(base), ("SaveImage",), filename_prefix="demo/without_sdtm")
+    saves = ("SaveImage", "SaveLatent")
+    with_sdtm = with_inputs(base, saves, filename_prefix="demo/with_sdtm")
+    plain = with_inputs(without_sdtm(base), saves, filename_prefix="demo/without_sdtm")
     sampler = nodes_of(base, "KSampler", "KSamplerAdvanced")[0]
     report_node = nodes_of(base, "SDTM_RunReport")
     if not report_node:
@@ -221,9 +281,12 @@ def run_demo(args) -> dict:
             runs[label] = server.run_prompt(prompt, timeout=args.timeout, node_timings=True)
         results = {}
         for label, run in runs.items():
-            image = server.output_path(run.images()[-1])
             target = out / f"{label}.png"
-            shutil.copyfile(image, target)
+            if model.decode is None:
+                shutil.copyfile(server.output_path(run.images()[-1]), target)
+            else:
+                latents = [f for o in run.history.get("outputs", {}).values() for f in o.get("latents", [])]
+                model.decode(server.output_path(latents[-1])).save(target)
             results[label] = {"image": target.name, "sampler_seconds": run.node_seconds.get(sampler, float("nan")),
                               "prompt_seconds": run.seconds}
         sdtm = json.loads(runs["with_sdtm"].texts(report_node[0])[0])
@@ -266,6 +329,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/demo.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="an SD3 / SD3.5 checkpoint file with its text encoders "
                                              "(default: a tiny random model made on the fly)")
+    parser.add_argument("--model", choices=("photo", "tiny"), default="photo",
+                        help="without --checkpoint: the photo fixture (default) or a tiny random model")
+    parser.add_argument("--photo", default="flower", choices=[p.name for p in PHOTOS],
+                        help="the photo fixture's prompt: the caption of this training photo (default: %(default)s)")
     parser.add_argument("--workflow", default=str(WORKFLOW), help="API-format workflow with an SDTM node and an "
                                                                   "SDTM Run Report node (default: %(default)s)")
     parser.add_argument("--out", default=str(OUT), help="output folder (default: %(default)s)")

@@ -1,0 +1,86 @@
+"""Fidelity regression on the photo fixture (tests/fixtures/sdtm_photo_mmdit.safetensors, a small
+SD3-architecture MMDiT trained on photographs, docs/FIXTURE.md): the default preset of the SDTM node
+must keep its image close to the unmerged one, so a change that wrecks fidelity fails here.
+
+Same model, prompts, sampler, size and metric as ``benchmarks/bench_fidelity.py`` (whose functions it
+uses), at its first three seeds."""
+import pytest
+import torch
+
+from benchmarks import bench_fidelity as bench
+from tools import photo_codec
+from tools.comfy_env import import_comfy, load_pack
+
+SEEDS = (0, 1, 2)
+# The balanced (default) preset's PSNR against unmerged at seeds 0, 1, 2 (128 x 128 px, 32 x 32 tokens,
+# 20 steps euler / sgm_uniform, cfg 4.5), measured by `.venv/bin/python -m benchmarks.bench_fidelity
+# --seeds 14` on 2026-11-28 (docs/FIDELITY.md, docs/images/fixture_fidelity.json): 16.71, 20.83 and
+# 19.42 dB, mean 18.99 dB (1 thread, ComfyUI 0.3.75, torch 2.14.1). Floor: the mean less 2 dB, rounded
+# down. For scale, at the same seeds plain ToMe at the same FLOP-model speedup gives 13.57 dB and the
+# "fast" preset 13.05 dB: each would fail. The floor catches a wreck, not a small loss.
+PSNR_FLOOR_DB = 16.9
+
+
+@pytest.fixture(scope="module")
+def setup():
+    import_comfy()
+    import comfy.utils
+    progress_bar = comfy.utils.PROGRESS_BAR_ENABLED
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    pack = load_pack()
+    model, clip = photo_codec.load_fixture()
+    yield pack, model, clip
+    comfy.utils.PROGRESS_BAR_ENABLED = progress_bar
+
+
+def test_fixture_is_an_sd3_model_to_comfyui(setup):
+    import comfy.latent_formats
+    import comfy.supported_models
+    _, model, _ = setup
+    assert type(model.model.model_config) is comfy.supported_models.SD3
+    assert isinstance(model.model.latent_format, comfy.latent_formats.SD3)
+    assert model.model.model_sampling.shift == comfy.supported_models.SD3.sampling_settings["shift"]
+    metadata = photo_codec.fixture_metadata()
+    # The fixture learned its prompts as this text encoder encodes them: a changed random CLIP-L
+    # (tools.tiny_sd3.clip_l_state_dict) would silently turn its prompts into noise.
+    assert metadata["clip_l_sha256"] == photo_codec.fixture_clip_digest()
+
+
+def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
+    from tools.image_metrics import psnr
+    pack, model, clip = setup
+    preset = pack.presets.DEFAULT_PRESET
+    latent_hw = (bench.SIZE_PX // photo_codec.PIXELS_PER_LATENT,) * 2
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    values = []
+    for seed in SEEDS:
+        positive = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[seed % len(photo_codec.PHOTOS)].caption)
+        reference = photo_codec.decode(bench.sample(model, seed, positive, negative, bench.STEPS, latent_hw))
+        patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
+        merged = photo_codec.decode(bench.sample(patched, seed, positive, negative, bench.STEPS, latent_hw))
+        report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
+        expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), (latent_hw[0] // 2, latent_hw[1] // 2),
+                                          pack.presets.preset_config(preset), bench.STEPS).speedup
+        assert report["flop_speedup"] == pytest.approx(expected), "the preset did not merge as its schedule says"
+        assert not torch.equal(merged, reference)
+        values.append(float(psnr(merged, reference)[0]))
+    mean = sum(values) / len(values)
+    assert mean >= PSNR_FLOOR_DB, (f"{preset} preset: mean PSNR {mean:.2f} dB (seeds {SEEDS}: "
+                                   f"{', '.join(f'{v:.2f}' for v in values)}) < floor {PSNR_FLOOR_DB} dB")
+
+
+def test_photo_codec_is_invertible_and_checks_its_input():
+    pixels = torch.rand(2, 3, 10, 14, generator=torch.Generator().manual_seed(0))
+    latent = photo_codec.encode(pixels)
+    assert latent.shape == (2, photo_codec.LATENT_CHANNELS, 5, 7)
+    assert torch.allclose(photo_codec.decode(latent), pixels, atol=1e-6)
+    assert photo_codec.decode_to_comfy_image(latent).shape == (2, 10, 14, 3)
+    assert photo_codec.empty_latent_size(14, 10) == (14 * photo_codec.EMPTY_LATENT_PER_PIXEL, 10 * photo_codec.EMPTY_LATENT_PER_PIXEL)
+    with pytest.raises(ValueError, match="pixels must be RGB"):
+        photo_codec.encode(torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="height and width must be even"):
+        photo_codec.encode(torch.rand(1, 3, 7, 8))
+    with pytest.raises(ValueError, match="latent must be shaped"):
+        photo_codec.decode(torch.rand(1, 4, 8, 8))
+    with pytest.raises(ValueError, match="width_px must be a positive even"):
+        photo_codec.empty_latent_size(9, 8)
