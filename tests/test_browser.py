@@ -10,24 +10,13 @@ from pathlib import Path
 import pytest
 
 from tools import workflow_api as wa
-from tools.comfy_server import CHROMIUM, ComfyServer, Editor, stand_in_models
+from tools.comfy_server import CHROMIUM, Editor
+from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "browser"
 NAMES = [p.stem for p in wa.ui_workflows()]
 SIZE, MAX_STEPS = 256, 4
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folders, tiny = stand_in_models(tmp_path_factory.mktemp("models"), wa.MODEL_FILES)
-    return {"dirs": folders, "tiny": tiny}
-
-
-@pytest.fixture(scope="module")
-def server(models):
-    with ComfyServer(models["dirs"]) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -17,23 +17,12 @@ import pytest
 from PIL import Image
 
 from tools import workflow_api as wa
-from tools.comfy_server import ComfyServer, PromptError, _shadow_tree, describe_refusal, stand_in_models, with_stand_ins
+from tools.comfy_server import PromptError, _shadow_tree, describe_refusal, with_stand_ins
+from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 SIZE = 256
 MAX_STEPS = 4
 TWINS = sorted(wa.API_DIR.glob("*.json"))
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folders, tiny = stand_in_models(tmp_path_factory.mktemp("models"), wa.MODEL_FILES)
-    return {"dirs": folders, "tiny": tiny}
-
-
-@pytest.fixture(scope="module")
-def server(models):
-    with ComfyServer(models["dirs"]) as running:
-        yield running
 
 
 def with_tiny_models(prompt: dict, tiny: dict, tag: str) -> dict:
