@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds 0..N-1; seed s uses caption s mod 7")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--size", type=int, default=SIZE_PX, help="decoded image side in pixels (2 per latent pixel)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the figures in docs/FIDELITY.md)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the figures in docs/BENCHMARKS.md)")
     parser.add_argument("--fixture", type=Path, default=photo_codec.FIXTURE)
     parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the chart, the sample strip and the JSON")
     args = parser.parse_args(argv)

@@ -124,12 +124,19 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--attention", default=None, choices=["pytorch", "split", "sub-quad"],
+                   help="ComfyUI's attention backend for the joint block (default: ComfyUI's choice for the device)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    from tools.comfy_env import import_comfy
+    import_comfy(device="cuda" if device.type == "cuda" else "cpu", attention=args.attention)
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    attention = getattr(mmdit.optimized_attention, "__name__", str(mmdit.optimized_attention))
     results = []
     print(f"# bench_overhead: device {device}, {args.dtype}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, B={args.batch}, C={args.hidden}, ratio {args.ratio}")
+          f"{torch.get_num_threads()} threads, B={args.batch}, C={args.hidden}, ratio {args.ratio}, "
+          f"attention {attention}")
     for spec in args.grids.split(","):
         h, w = (int(v) for v in spec.lower().split("x"))
         r = measure(h * w, (h, w), args.hidden, args.batch, args.ratio, device, dtype, args.repeat)
@@ -142,7 +149,7 @@ def main(argv=None) -> int:
             print(f"| {k:30s} | {ms:9.2f} | {100 * r['share_of_block'][k]:15.2f}% | {r['share_of_linear'][k]:14.3f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__,
+            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__, "attention": attention,
                        "threads": torch.get_num_threads(), "results": results}, f, indent=1)
     return 0
 

@@ -170,6 +170,11 @@ def test_cache_is_freed_when_sampling_ends_and_when_it_fails(pack, models):
     sample(patched, steps=7)
     report = patched.model_options["transformer_options"]["sdtm"].last_report
     assert report["cache"]["stores"] > 0 and report["cache"]["peak_bytes"] > 0
+    no_cache = apply(pack, model, "fast")  # cache off: no per-block tensor is kept between steps
+    sample(no_cache, steps=7)
+    report = no_cache.model_options["transformer_options"]["sdtm"].last_report
+    assert report["cache"]["stores"] == 0 and report["cache"]["peak_bytes"] == 0
+    assert report["flop_speedup"] > 1.0
 
     runs = []
     hook = pack.hook

@@ -14,7 +14,7 @@ from tools.comfy_env import import_comfy, load_pack
 SEEDS = (0, 1, 2)
 # The balanced (default) preset's PSNR against unmerged at seeds 0, 1, 2 (128 x 128 px, 32 x 32 tokens,
 # 20 steps euler / sgm_uniform, cfg 4.5), measured by `.venv/bin/python -m benchmarks.bench_fidelity
-# --seeds 14` on 2026-11-28 (docs/FIDELITY.md, docs/images/fixture_fidelity.json): 16.71, 20.83 and
+# --seeds 14` on 2026-11-28 (docs/BENCHMARKS.md, docs/images/fixture_fidelity.json): 16.71, 20.83 and
 # 19.42 dB, mean 18.99 dB (1 thread, ComfyUI 0.3.75, torch 2.14.1). Floor: the mean less 2 dB, rounded
 # down. For scale, at the same seeds plain ToMe at the same FLOP-model speedup gives 13.57 dB and the
 # "fast" preset 13.05 dB: each would fail. The floor catches a wreck, not a small loss.
