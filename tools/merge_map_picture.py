@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.size % 4 or not 16 <= args.size <= 128:
         parser.error(f"--size must be a multiple of 4 in [16, 128], got {args.size}")
+    if args.steps < 2:
+        parser.error(f"--steps must be at least 2, got {args.steps}")
     if not 1 <= args.scale <= 8:
         parser.error(f"--scale must be in [1, 8], got {args.scale}")
     picture = merge_map_picture(args.preset, args.photo, args.seed, args.steps, args.size, args.scale)
