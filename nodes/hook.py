@@ -12,6 +12,8 @@ The replacement re-implements a joint block from its own sub-modules, merging th
 after modulation and before the qkv projection and the MLP, and unmerging each branch output
 before it is added to the full-length residual. Text tokens are never merged. Whenever a block
 does not merge (and keeps no cache) it calls the host's original block, so it is bit-identical.
+Under torch.compile the bookkeeping and the merged blocks are excluded from tracing (``torch.compiler.disable``),
+so a new token count at each step does not recompile the model.
 """
 from __future__ import annotations
 
@@ -240,9 +242,20 @@ class SDTMJointBlock:
         call: CallContext | None = options.get(CALL_KEY)
         if call is None:
             return extra["original_block"](args)
+        merging, storing = self._account(call, args["img"], args["txt"])
+        if not merging and not storing:
+            return extra["original_block"](args)
+        return self._forward(call, call.blocks[self.index], args["img"], args["txt"], args["vec"], options,
+                             merging, storing)
+
+    # Under torch.compile (ComfyUI's TorchCompileModel) the bookkeeping and the merged block run
+    # eagerly: their Python state and token counts change every step, and tracing them would
+    # recompile the graph at each step. Blocks that do not merge stay compiled.
+    @torch.compiler.disable
+    def _account(self, call: CallContext, img: torch.Tensor, txt: torch.Tensor) -> tuple[bool, bool]:
+        """Record what this block does at this call; returns (merging, storing)."""
         call.blocks_run += 1
         run, cfg, i = call.run, call.run.config, self.index
-        img, txt = args["img"], args["txt"]
         B, N, _ = img.shape
         if N != call.h * call.w:
             raise RuntimeError(f"SDTM: block {i} got {N} image tokens, the {call.h}x{call.w} latent grid "
@@ -257,9 +270,7 @@ class SDTMJointBlock:
                          bm.attn_tokens, bm.mlp_tokens,
                          B * block_flops(call.shape, bm.attn_tokens, bm.mlp_tokens, m, last, dual),
                          B * block_flops(call.shape, N, N, m, last, dual))
-        if not merging and not storing:
-            return extra["original_block"](args)
-        return self._forward(call, call.blocks[i], img, txt, args["vec"], options, merging, storing)
+        return merging, storing
 
     def _partition(self, call: CallContext, metric: torch.Tensor):
         run, cfg = call.run, call.run.config
@@ -290,6 +301,7 @@ class SDTMJointBlock:
                 value = blend_with_cache(value, cached, part, run.config.cache_fresh_weight)
         return value
 
+    @torch.compiler.disable
     def _forward(self, call: CallContext, block, x: torch.Tensor, context: torch.Tensor, vec: torch.Tensor,
                  options: dict, merging: bool, storing: bool) -> dict:
         cfg = call.run.config
