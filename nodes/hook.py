@@ -250,7 +250,7 @@ class SDTMJointBlock:
 
     # Under torch.compile (ComfyUI's TorchCompileModel) the bookkeeping and the merged block run
     # eagerly: their Python state and token counts change every step, and tracing them would
-    # recompile the graph at each step. Blocks that do not merge stay compiled.
+    # recompile the graph at each step. Blocks that neither merge nor store the cache stay compiled.
     @torch.compiler.disable
     def _account(self, call: CallContext, img: torch.Tensor, txt: torch.Tensor) -> tuple[bool, bool]:
         """Record what this block does at this call; returns (merging, storing)."""

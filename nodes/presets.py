@@ -20,7 +20,7 @@ PRESETS: dict[str, tuple[SDTMConfig, str]] = {
     "balanced": (
         SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3),
         "ratio 0.5 +/- 0.2, every 3rd step full with cache blending: the reference's fidelity at more speed. "
-        "FLOP model 1.37x / 1.35x / 1.38x; measured 1.25x on CPU; photo fixture 20.8 dB PSNR"),
+        "FLOP model 1.37x / 1.35x / 1.38x; measured 1.25x on CPU; photo fixture 20.7 dB PSNR"),
     "fast": (
         SDTMConfig(ratio=0.5, deviation=0.2, protect_every=0, use_cache=False),
         "ratio 0.5 +/- 0.2, no full steps, no cache: the most speed, some loss of fidelity. "

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one-command demo: prepares the environment (tools/env.sh), then runs the SD3 workflow with and
 # without SDTM through the real ComfyUI server and writes images and a report to out/demo/.
-#   tools/demo.sh                       a tiny random SD3 model made on the fly (no download)
+#   tools/demo.sh                       the photo fixture, a small SD3-architecture model trained here (no download)
+#   tools/demo.sh --model tiny          a tiny random SD3 model made on the fly
 #   tools/demo.sh --checkpoint PATH     a real SD3 / SD3.5 checkpoint; --help for more
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
