@@ -96,4 +96,5 @@ def test_the_sd3_workflow_queued_from_the_editor_finishes_with_an_image(editor, 
     editor.page.wait_for_function("(id) => (app.graph.getNodeById(id).imgs || []).length > 0",
                                   arg=by_type["SaveImage"], timeout=30_000)
     editor.fit_view()
-    editor.screenshot(ARTIFACTS / "sd3_medium_sdtm_finished.png")
+    # the README's editor picture (docs/images/editor_sd3_sdtm.png) is this file
+    editor.screenshot(ARTIFACTS / "sd3_medium_sdtm_finished.png", clip=editor.graph_box())
