@@ -143,6 +143,7 @@ def random_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> t
 # The trained fixture in ComfyUI
 # ------------------------------------------------------------------------------------------------
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sdtm_photo_mmdit.safetensors"
+DEEP_FIXTURE = FIXTURE.with_name("sdtm_photo_mmdit_deep.safetensors")  # 8 joint blocks (docs/FIXTURE.md)
 CLIP_SEED = 0  # the fixture learned the captions as encoded by tools.tiny_sd3.clip_l_state_dict(seed=0)
 _REGISTERED: dict[str, str] = {}
 
@@ -235,12 +236,49 @@ def load_fixture_clip():
 
 
 def load_fixture(fixture: Path = FIXTURE) -> tuple:
-    """(MODEL, CLIP) of the fixture through ComfyUI's UNETLoader and CLIPLoader."""
+    """(MODEL, CLIP) of the fixture through ComfyUI's UNETLoader and CLIPLoader.
+
+    A fixture with more joint blocks than SD3's width rule implies (the deep fixture: 8 blocks of
+    width 128) cannot come through UNETLoader, which derives the block count from the width; it
+    is built by :func:`load_fixture_unet` with the same detection and ComfyUI's own MMDiT
+    ``num_blocks`` argument."""
     from .comfy_env import import_comfy
     nodes = import_comfy()
     names = register_fixture(fixture)
-    (model,) = nodes.UNETLoader().load_unet(names["unet"], "default")
+    config = fixture_metadata(fixture)["config"]
+    if config.get("blocks", config.get("depth")) != config.get("depth", config.get("blocks")):
+        model = load_fixture_unet(fixture, config["blocks"])
+    else:
+        (model,) = nodes.UNETLoader().load_unet(names["unet"], "default")
     return model, load_fixture_clip()
+
+
+def load_fixture_unet(fixture: Path, blocks: int):
+    """The fixture as a ComfyUI MODEL: ComfyUI's detection of the SD3 config from the weights,
+    with ``num_blocks`` set, then ComfyUI's model class, weight loading and ModelPatcher."""
+    import comfy.model_detection
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.utils
+    state_dict = comfy.utils.load_torch_file(str(fixture))
+    detected = comfy.model_detection.detect_unet_config(state_dict, "")
+    detected["num_blocks"] = blocks
+    model_config = comfy.model_detection.model_config_from_unet_config(detected, state_dict)
+    if model_config is None or type(model_config).__name__ != "SD3":
+        raise RuntimeError(f"ComfyUI does not detect {fixture} as an SD3 model")
+    device = comfy.model_management.get_torch_device()
+    dtype = comfy.model_management.unet_dtype(model_params=comfy.utils.calculate_parameters(state_dict),
+                                              supported_dtypes=list(model_config.supported_inference_dtypes),
+                                              weight_dtype=comfy.utils.weight_dtype(state_dict))
+    model_config.set_inference_dtype(dtype, comfy.model_management.unet_manual_cast(
+        dtype, device, model_config.supported_inference_dtypes))
+    model = model_config.get_model(state_dict, "")
+    model.load_model_weights(state_dict, "")
+    loaded = len(model.diffusion_model.joint_blocks)
+    if loaded != blocks:
+        raise RuntimeError(f"{fixture}: built {loaded} joint blocks, expected {blocks}")
+    return comfy.model_patcher.ModelPatcher(model, load_device=device,
+                                            offload_device=comfy.model_management.unet_offload_device())
 
 
 def load_saved_latent(path: Path) -> torch.Tensor:

@@ -44,12 +44,24 @@ import torch
 from . import photo_codec
 from .comfy_env import REPO, import_comfy
 
-DEPTH = 3  # hidden = 64 * DEPTH, heads = DEPTH (SD3's rule, which ComfyUI's detection relies on)
+DEPTH = 3  # hidden = 64 * depth, heads = depth (SD3's rule, which ComfyUI's detection relies on)
+# The deep fixture: 8 joint blocks (enough to measure block ranges and protected blocks) of width
+# 128 (depth 2 by SD3's rule), so that it stays small (11 MB) and trains in about the first one's time.
+# ComfyUI derives the width, not the block count, from the weights: tools.photo_codec.load_fixture
+# builds it with MMDiT's own ``num_blocks`` argument.
+DEEP_DEPTH, DEEP_BLOCKS = 2, 8
 POS_EMBED_MAX = 32  # token grids up to 32 x 32 (latents up to 64 x 64, images up to 128 x 128 pixels)
 CONTEXT_DIM = 4096  # SD3's context width (CLIP-L's 768 padded, as CLIPLoader type "sd3" does)
 POOLED_DIM = 2048  # SD3's pooled width (CLIP-L 768 + CLIP-G 1280, zeros without CLIP-G)
 FIXTURE = photo_codec.FIXTURE
+DEEP_FIXTURE = photo_codec.DEEP_FIXTURE
 LOSS_CSV = REPO / "tests" / "fixtures" / "sdtm_photo_mmdit_loss.csv"
+DEEP_LOSS_CSV = REPO / "tests" / "fixtures" / "sdtm_photo_mmdit_deep_loss.csv"
+
+
+def checkpoint_path(log_path: Path) -> Path:
+    """The training checkpoint beside the loss log (``--resume`` continues from it)."""
+    return log_path.with_suffix(".checkpoint.pt")
 IMAGES = REPO / "docs" / "images"
 
 
@@ -57,6 +69,8 @@ IMAGES = REPO / "docs" / "images"
 class TrainConfig:
     steps: int = 6000
     seed: int = 0
+    depth: int = DEPTH  # hidden = 64 * depth, heads = depth
+    blocks: int = DEPTH  # joint blocks (MMDiT's num_blocks)
     crops: tuple[tuple[int, int], ...] = ((64, 16), (128, 4))  # (crop pixels, batch), alternating steps
     lr: float = 1e-3
     final_lr_fraction: float = 0.1
@@ -76,7 +90,7 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-def build_model(generator: torch.Generator) -> torch.nn.Module:
+def build_model(generator: torch.Generator, depth: int = DEPTH, blocks: int = DEPTH) -> torch.nn.Module:
     """The MMDiT class ComfyUI's SD3 model uses, with DiT-style initialisation: Xavier linear
     layers, zero biases, adaLN-Zero modulation and output layer, and a fixed 2-D sin-cos position
     table (ComfyUI keeps ``pos_embed`` as a buffer)."""
@@ -84,9 +98,9 @@ def build_model(generator: torch.Generator) -> torch.nn.Module:
     from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper, get_2d_sincos_pos_embed_torch
     model = OpenAISignatureMMDITWrapper(
         input_size=None, patch_size=2, in_channels=photo_codec.LATENT_CHANNELS, out_channels=photo_codec.LATENT_CHANNELS,
-        depth=DEPTH, adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX,
+        depth=depth, num_blocks=blocks, adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX,
         num_patches=POS_EMBED_MAX * POS_EMBED_MAX,
-        context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": CONTEXT_DIM, "out_features": 64 * DEPTH}},
+        context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
         operations=comfy.ops.disable_weight_init)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -185,9 +199,28 @@ def validation_loss(model: torch.nn.Module, batches: list[tuple], bf16: bool) ->
     return sum(float(flow_loss(model, *b, bf16=bf16)) for b in batches) / len(batches)
 
 
-def train(config: TrainConfig, log_path: Path) -> tuple[dict, list[dict]]:
+def _checkpoint_state(step: int, model, ema, optimizer, generator: torch.Generator, config: TrainConfig,
+                      seconds: float) -> dict:
+    return {"next_step": step, "config": asdict(config), "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "seconds": seconds}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically, so a run killed while writing leaves the previous checkpoint intact."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig, log_path: Path, checkpoint_every: int = 0, resume: bool = False,
+          stop_after: int | None = None) -> tuple[dict | None, list[dict]]:
     """Train; return the EMA weights as the fixture state dict and the log rows (also written to
-    ``log_path`` as CSV while training)."""
+    ``log_path`` as CSV while training). With ``checkpoint_every`` > 0 the whole training state
+    (weights, EMA, optimizer, RNG states) is saved beside the log every that many steps; with
+    ``resume`` a run continues from that checkpoint, and the result is the same as an
+    uninterrupted run's. ``stop_after`` ends the run after that many steps, as an interruption
+    would (returning no weights), so that resuming can be tested."""
     import comfy.supported_models
     comfy_shift = comfy.supported_models.SD3.sampling_settings["shift"]
     if comfy_shift != config.shift:
@@ -200,20 +233,39 @@ def train(config: TrainConfig, log_path: Path) -> tuple[dict, list[dict]]:
         raise ValueError(f"captions must name each of the {len(photos)} photos, got {len(config.captions)}")
     context, pooled = text_conditioning(list(config.captions) + [photo_codec.UNCONDITIONAL_PROMPT])
     cond_context, cond_pooled = context[:-1], pooled[:-1]
-    model = build_model(generator)
-    ema = build_model(torch.Generator().manual_seed(config.seed))
+    model = build_model(generator, config.depth, config.blocks)
+    ema = build_model(torch.Generator().manual_seed(config.seed), config.depth, config.blocks)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
     val_batches = validation_set(photos, config, cond_context, cond_pooled)
     rows: list[dict] = []
-    started = time.perf_counter()
+    first_step, seconds_before = 0, 0.0
+    checkpoint = checkpoint_path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {checkpoint} to resume from")
+        state = torch.load(checkpoint, weights_only=False)
+        if state["config"] != asdict(config):
+            raise ValueError(f"--resume: {checkpoint} was written with another training config: {state['config']}")
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        first_step, seconds_before = state["next_step"], state["seconds"]
+        with open(log_path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) < first_step]
+        print(f"resuming at step {first_step} of {config.steps} from {checkpoint}", flush=True)
+    started = time.perf_counter() - seconds_before
+    fieldnames = ["step", "crop_px", "loss", "val_loss_ema", "lr", "seconds"]
     with open(log_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["step", "crop_px", "loss", "val_loss_ema", "lr", "seconds"])
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
         writer.writeheader()
-        for step in range(config.steps):
+        writer.writerows(rows)
+        for step in range(first_step, config.steps):
             size, batch = config.crops[step % len(config.crops)]
             pixels, which = crop_batch(photos, size, batch, generator)
             x0 = model_latents(pixels)
@@ -245,6 +297,13 @@ def train(config: TrainConfig, log_path: Path) -> tuple[dict, list[dict]]:
                 f.flush()
                 print(f"step {step:5d}  loss {loss.item():.4f}  val(EMA) {val:.4f}  lr {lr:.2e}  "
                       f"{row['seconds']:.0f} s", flush=True)
+            if checkpoint_every > 0 and ((step + 1) % checkpoint_every == 0) and not last:
+                f.flush()
+                save_checkpoint(checkpoint, _checkpoint_state(step + 1, model, ema, optimizer, generator, config,
+                                                              time.perf_counter() - started))
+            if stop_after is not None and step + 1 >= stop_after:
+                return None, rows
+    checkpoint.unlink(missing_ok=True)
     return fixture_state_dict(ema), rows
 
 
@@ -342,6 +401,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the fixture, the log and the pictures (default: tests/fixtures and docs/images)")
+    parser.add_argument("--deep", action="store_true",
+                        help=f"the deep fixture: {DEEP_BLOCKS} joint blocks of width {64 * DEEP_DEPTH} (docs/FIXTURE.md)")
+    parser.add_argument("--checkpoint-every", type=int, default=250,
+                        help="save the whole training state every N steps (0 = never)")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside the loss log")
     parser.add_argument("--grid-only", action="store_true", help="only redraw the sample grid from the saved fixture")
     parser.add_argument("--no-grid", action="store_true", help="skip the sample grid")
     args = parser.parse_args(argv)
@@ -351,26 +415,31 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--lr must be positive, got {args.lr}")
     if args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
-    fixture = FIXTURE if args.out is None else args.out / FIXTURE.name
-    log_path = LOSS_CSV if args.out is None else args.out / LOSS_CSV.name
+    if args.checkpoint_every < 0:
+        parser.error(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
+    fixture_name = (DEEP_FIXTURE if args.deep else FIXTURE).name
+    log_name = (DEEP_LOSS_CSV if args.deep else LOSS_CSV).name
+    fixture = (FIXTURE.parent if args.out is None else args.out) / fixture_name
+    log_path = (LOSS_CSV.parent if args.out is None else args.out) / log_name
     images = IMAGES if args.out is None else args.out
+    prefix = "fixture_deep" if args.deep else "fixture"
     import_comfy()
     torch.set_num_threads(args.threads)
     if not args.grid_only:
-        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr)
-        started = time.perf_counter()
-        state_dict, rows = train(config, log_path)
-        seconds = time.perf_counter() - started
+        depth, blocks = (DEEP_DEPTH, DEEP_BLOCKS) if args.deep else (DEPTH, DEPTH)
+        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr, depth=depth, blocks=blocks)
+        state_dict, rows = train(config, log_path, args.checkpoint_every, args.resume)
+        seconds = float(rows[-1]["seconds"])
         final_val = float(rows[-1]["val_loss_ema"])
         save_fixture(state_dict, fixture, config, seconds, final_val)
         print(f"trained {config.steps} steps in {seconds / 60:.1f} min; EMA validation loss {final_val:.4f}; "
               f"wrote {fixture} ({os.path.getsize(fixture) / 1e6:.1f} MB) and {log_path}")
-        plot_loss(log_path, images / "fixture_loss.png")
+        plot_loss(log_path, images / f"{prefix}_loss.png")
     if args.no_grid:
         return
     started = time.perf_counter()
-    sample_grid(fixture, images / "fixture_samples.png")
-    print(f"sample grid {images / 'fixture_samples.png'} in {time.perf_counter() - started:.0f} s")
+    sample_grid(fixture, images / f"{prefix}_samples.png")
+    print(f"sample grid {images / f'{prefix}_samples.png'} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
