@@ -106,9 +106,12 @@ class SDTMApply(io.ComfyNode):
     validate_inputs = _validator(("preset", *(k.input for k in SIMPLE_KNOBS if _needs_own_check(k))), sdtm_node=True)
 
     @classmethod
-    def execute(cls, model, preset: str = DEFAULT_PRESET, **knobs) -> io.NodeOutput:
-        """``knobs``: the SDTM node's knob inputs by name; a missing one (or -1 where that keeps the
-        preset's value) takes the preset's."""
+    def execute(cls, model, preset: str = DEFAULT_PRESET, *values, **knobs) -> io.NodeOutput:
+        """``knobs``: the SDTM node's knob inputs by name (``values``: the same in the node's input order);
+        a missing one (or -1 where that keeps the preset's value) takes the preset's."""
+        if len(values) > len(SIMPLE_KNOBS):
+            raise TypeError(f"SDTM_Apply takes {len(SIMPLE_KNOBS)} knob inputs, got {len(values)}")
+        knobs = {**{knob.input: value for knob, value in zip(SIMPLE_KNOBS, values)}, **knobs}
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
         unknown = set(knobs) - {k.input for k in SIMPLE_KNOBS}
