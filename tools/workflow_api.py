@@ -1,8 +1,8 @@
 """UI-format workflows (what the ComfyUI editor saves and users drag in) -> API-format prompts (what
 POST /prompt takes), checked against the real node definitions (ComfyUI's GET /object_info).
 
-    python -m tools.workflow_api check            # every workflows/*.json is valid and its twin current
-    python -m tools.workflow_api build            # (re)write workflows/api/<name>.json from the UI files
+    python -m tools.workflow_api check            # every workflows/*.json is valid, its twin and properties current
+    python -m tools.workflow_api build            # (re)write workflows/api/<name>.json and the UI files' properties
     python -m tools.workflow_api convert FILE.json [-o OUT.json]
 
 Node definitions come from the real ComfyUI imported in this process with this pack loaded (or, with
@@ -26,12 +26,27 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 API_DIR = WORKFLOWS / "api"
 
-# The model files the workflows name: the names ComfyUI's own SD3 / SD3.5 examples use.
-MODEL_FILES = {
-    "checkpoints": ["sd3_medium_incl_clips_t5xxlfp8.safetensors", "sd3.5_large_fp8_scaled.safetensors",
-                    "sd3.5_large_turbo.safetensors", "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"],
-    "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"],
+# The model files the workflows name (the names ComfyUI's own SD3 / SD3.5 examples use): file name ->
+# (models/ folder, official download). The workflows' loader nodes carry these as their "models" property,
+# from which the editor offers to download what is missing (it accepts huggingface.co links to .safetensors).
+_HF = "https://huggingface.co"
+_SD35_FP8 = f"{_HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main"
+MODEL_DOWNLOADS = {
+    "sd3_medium_incl_clips_t5xxlfp8.safetensors": (
+        "checkpoints", f"{_HF}/stabilityai/stable-diffusion-3-medium/resolve/main/sd3_medium_incl_clips_t5xxlfp8.safetensors"),
+    "sd3.5_large_fp8_scaled.safetensors": ("checkpoints", f"{_SD35_FP8}/sd3.5_large_fp8_scaled.safetensors"),
+    "sd3.5_large_turbo.safetensors": (
+        "checkpoints", f"{_HF}/stabilityai/stable-diffusion-3.5-large-turbo/resolve/main/sd3.5_large_turbo.safetensors"),
+    "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": (
+        "checkpoints", f"{_SD35_FP8}/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"),
+    "clip_l.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/clip_l.safetensors"),
+    "clip_g.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/clip_g.safetensors"),
+    "t5xxl_fp16.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/t5xxl_fp16.safetensors"),
 }
+MODEL_FILES = {kind: [name for name, (folder, _) in MODEL_DOWNLOADS.items() if folder == kind]
+               for kind in dict.fromkeys(folder for folder, _ in MODEL_DOWNLOADS.values())}
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+CORE_ID = "comfy-core"  # the Registry id of ComfyUI's own nodes
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -293,6 +308,62 @@ def _resolve(link: tuple, nodes: dict, links: dict, object_info: dict):
 # ---------------------------------------------------------------------------------------------
 # Files, twins and node definitions
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Registry properties: which pack and version each node comes from, and where its model files are
+# ---------------------------------------------------------------------------------------------
+def pack_identity() -> tuple[str, str]:
+    """(Registry id, version) of this pack, from pyproject.toml."""
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project["name"], project["version"]
+
+
+def node_properties(node: dict, object_info: dict) -> dict:
+    """The node's ``properties`` with ``cnr_id`` / ``ver`` (this pack's id and version for its own nodes,
+    comfy-core and the ComfyUI version the pack is tested on for the rest) and, when its widgets name a
+    model file, ``models`` (name, url, directory). Other properties are kept."""
+    from .get_comfyui import VERSION as COMFYUI_VERSION
+    definition = object_info.get(node["type"], {})
+    ours = str(definition.get("python_module", "")).startswith("custom_nodes")
+    cnr_id, ver = pack_identity() if ours else (CORE_ID, COMFYUI_VERSION)
+    properties = {key: value for key, value in node.get("properties", {}).items()
+                  if key not in ("cnr_id", "ver", "models")}
+    properties.update(cnr_id=cnr_id, ver=ver)
+    values = node.get("widgets_values") if isinstance(node.get("widgets_values"), list) else []
+    models = [{"name": v, "url": MODEL_DOWNLOADS[v][1], "directory": MODEL_DOWNLOADS[v][0]}
+              for v in values if isinstance(v, str) and v in MODEL_DOWNLOADS]
+    if models:
+        properties["models"] = models
+    return properties
+
+
+def with_registry_properties(workflow: dict, object_info: dict) -> bool:
+    """Give every node its Registry properties (node_properties), in place. True if the workflow changed."""
+    changed = False
+    for node in workflow["nodes"]:
+        properties = node_properties(node, object_info)
+        if node.get("properties") != properties:
+            node["properties"] = properties
+            changed = True
+    return changed
+
+
+def registry_property_problems(workflow: dict, object_info: dict) -> list[str]:
+    """One line per node whose cnr_id / ver / models differ from node_properties, and per model file a
+    widget names that has no known download."""
+    problems = []
+    for node in workflow["nodes"]:
+        where = f"node {node['id']} ({node['type']})"
+        have, want = node.get("properties", {}), node_properties(node, object_info)
+        for key in ("cnr_id", "ver", "models"):
+            if have.get(key) != want.get(key):
+                problems.append(f"{where}: properties.{key} is {have.get(key)!r}, should be {want.get(key)!r}")
+        for value in node.get("widgets_values") or []:
+            if isinstance(value, str) and value.endswith(MODEL_SUFFIXES) and value not in MODEL_DOWNLOADS:
+                problems.append(f"{where}: model file {value} has no download in tools/workflow_api.py MODEL_DOWNLOADS")
+    return problems
+
+
 def load_json(path: Path):
     """A JSON file, or WorkflowError naming the file and the position of the syntax error."""
     try:
@@ -328,11 +399,14 @@ def pin_titles(workflow: dict, object_info: dict) -> bool:
 
 
 def stale_twins(object_info: dict, folder: Path = WORKFLOWS) -> list[str]:
-    """One line per UI workflow whose API twin is missing or differs from its conversion."""
+    """One line per UI workflow whose API twin is missing or differs from its conversion, and per node
+    whose Registry properties (cnr_id, ver, models) are missing or out of date."""
     stale = []
     for ui_path in ui_workflows(folder):
         twin = twin_path(ui_path)
-        want = dump(ui_to_api(load_json(ui_path), object_info, ui_path.name))
+        workflow = load_json(ui_path)
+        stale += [f"{ui_path.relative_to(folder.parent)}: {p}" for p in registry_property_problems(workflow, object_info)]
+        want = dump(ui_to_api(workflow, object_info, ui_path.name))
         if not twin.is_file():
             stale.append(f"{twin.relative_to(folder.parent)} is missing")
         elif twin.read_text() != want:
@@ -387,7 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check every workflows/*.json and that its API twin is current")
     sub.add_parser("build", help="write workflows/api/<name>.json for every workflows/*.json (and give "
-                                 "untitled nodes their display name as title)")
+                                 "untitled nodes their display name as title, every node its Registry "
+                                 "properties: cnr_id, ver, models)")
     convert = sub.add_parser("convert", help="convert one UI workflow file")
     convert.add_argument("file", type=Path)
     convert.add_argument("-o", "--output", type=Path, help="write here instead of printing")
@@ -403,9 +478,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build":
             for ui_path in ui_workflows():
                 workflow = load_json(ui_path)
-                if pin_titles(workflow, info):
+                titled = pin_titles(workflow, info)
+                if with_registry_properties(workflow, info) or titled:
                     ui_path.write_text(json.dumps(workflow, indent=2) + "\n")
-                    print(f"gave every node of {ui_path.relative_to(REPO)} an explicit title")
+                    print(f"gave every node of {ui_path.relative_to(REPO)} an explicit title and its Registry "
+                          "properties (cnr_id, ver, models)")
                 twin = twin_path(ui_path)
                 twin.parent.mkdir(exist_ok=True)
                 twin.write_text(dump(ui_to_api(workflow, info, ui_path.name)))
