@@ -86,7 +86,8 @@ def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
         patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
         merged = photo_codec.decode(bench.sample(patched, seed, positive, negative, bench.STEPS, latent_hw))
         report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
-        expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), (latent_hw[0] // 2, latent_hw[1] // 2),
+        expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip),
+                                          (latent_hw[0] // 2, latent_hw[1] // 2),
                                           pack.presets.preset_config(preset), bench.STEPS).speedup
         assert report["flop_speedup"] == pytest.approx(expected), "the preset did not merge as its schedule says"
         assert not torch.equal(merged, reference)
@@ -103,7 +104,8 @@ def test_photo_codec_is_invertible_and_checks_its_input():
     assert latent.shape == (2, photo_codec.LATENT_CHANNELS, 5, 7)
     assert torch.allclose(photo_codec.decode(latent), pixels, atol=1e-6)
     assert photo_codec.decode_to_comfy_image(latent).shape == (2, 10, 14, 3)
-    assert photo_codec.empty_latent_size(14, 10) == (14 * photo_codec.EMPTY_LATENT_PER_PIXEL, 10 * photo_codec.EMPTY_LATENT_PER_PIXEL)
+    per_pixel = photo_codec.EMPTY_LATENT_PER_PIXEL
+    assert photo_codec.empty_latent_size(14, 10) == (14 * per_pixel, 10 * per_pixel)
     with pytest.raises(ValueError, match="pixels must be RGB"):
         photo_codec.encode(torch.rand(1, 4, 8, 8))
     with pytest.raises(ValueError, match="height and width must be even"):

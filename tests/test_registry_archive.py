@@ -5,11 +5,11 @@ loader loads the pack from it under the Registry's folder name."""
 import json
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tools import registry_archive
 

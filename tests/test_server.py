@@ -98,7 +98,8 @@ def test_describe_refusal_lists_every_node_error():
     body = {"error": {"message": "Prompt outputs failed validation", "details": ""},
             "node_errors": {"5": {"class_type": "KSampler", "errors": [
                 {"message": "Value smaller than min", "details": "steps", "extra_info": {"input_name": "steps"}},
-                {"message": "Value not in list", "details": "sampler_name", "extra_info": {"input_name": "sampler_name"}}]}}}
+                {"message": "Value not in list", "details": "sampler_name",
+                 "extra_info": {"input_name": "sampler_name"}}]}}}
     text = describe_refusal(body)
     assert "node 5 (KSampler) input steps" in text and "node 5 (KSampler) input sampler_name" in text
 

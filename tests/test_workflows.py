@@ -179,8 +179,10 @@ def range_text(object_info, node_type: str, name: str) -> str:
     ("SDTM_Apply", 0, "ludicrous", lambda info: f"preset must be one of "
                                                 f"{wa.input_spec(info['SDTM_Apply'], 'preset')[0]}, got 'ludicrous'"),
     ("KSampler", 2, 2.5, lambda info: "steps must be an integer, got 2.5"),
-    ("KSampler", 1, "sometimes", lambda info: f"control after generate of seed must be one of {list(wa.CONTROL_VALUES)}"),
-    ("EmptySD3LatentImage", 0, 8, lambda info: f"width must be in {range_text(info, 'EmptySD3LatentImage', 'width')}, got 8"),
+    ("KSampler", 1, "sometimes",
+     lambda info: f"control after generate of seed must be one of {list(wa.CONTROL_VALUES)}"),
+    ("EmptySD3LatentImage", 0, 8,
+     lambda info: f"width must be in {range_text(info, 'EmptySD3LatentImage', 'width')}, got 8"),
     ("SaveImage", 0, 7, lambda info: "filename_prefix must be text, got 7"),
 ])
 def test_a_bad_widget_value_names_the_input_and_the_range(object_info, node_type, index, value, expected):
@@ -206,7 +208,8 @@ def test_an_unconnected_required_input_is_named(object_info):
     workflow = load("sd3_medium_sdtm")
     decode = node_of(workflow, "VAEDecode")
     next(i for i in decode["inputs"] if i["name"] == "vae")["link"] = None
-    assert f"node {decode['id']} (VAEDecode): required input vae (VAE) is not connected" in problems_of(workflow, object_info)
+    expected = f"node {decode['id']} (VAEDecode): required input vae (VAE) is not connected"
+    assert expected in problems_of(workflow, object_info)
 
 
 def test_every_problem_is_reported_at_once(object_info):
@@ -245,7 +248,8 @@ def test_every_node_names_its_pack_and_every_loader_its_downloads(name):
     project = tomllib.loads((wa.REPO / "pyproject.toml").read_text())["project"]
     for node in load(name)["nodes"]:
         properties = node.get("properties", {})
-        expected = (project["name"], project["version"]) if node["type"].startswith("SDTM_") else ("comfy-core", VERSION)
+        ours = node["type"].startswith("SDTM_")
+        expected = (project["name"], project["version"]) if ours else ("comfy-core", VERSION)
         assert (properties.get("cnr_id"), properties.get("ver")) == expected, node["type"]
         if node["type"].endswith("Loader") or node["type"].endswith("LoaderSimple"):
             assert node["type"] in LOADER_FOLDERS, f"{node['type']}: which models/ folder do its files go in?"

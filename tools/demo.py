@@ -132,8 +132,8 @@ def photo_model(work: Path, args) -> DemoModel:
         for decode in nodes_of(prompt, "VAEDecode"):
             samples = prompt.pop(decode)["inputs"]["samples"]
             for save in [n for n in nodes_of(prompt, "SaveImage") if prompt[n]["inputs"]["images"][0] == decode]:
-                prompt[save] = {"class_type": "SaveLatent",
-                                "inputs": {"samples": samples, "filename_prefix": prompt[save]["inputs"]["filename_prefix"]}}
+                prefix = prompt[save]["inputs"]["filename_prefix"]
+                prompt[save] = {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": prefix}}
         return prompt
 
     def decode(path: Path) -> Image.Image:
@@ -336,7 +336,8 @@ def run_demo(args) -> dict:
         "model": {"source": source, "name": model.name, "description": model.description, "notes": model.notes},
         "width": latent["width"], "height": latent["height"], "steps": steps, "seed": seed, "repeats": args.repeats,
         "without_sdtm": results["without_sdtm"], "with_sdtm": results["with_sdtm"],
-        "speedup": results["without_sdtm"]["sampler_seconds"]["median"] / results["with_sdtm"]["sampler_seconds"]["median"],
+        "speedup": (results["without_sdtm"]["sampler_seconds"]["median"]
+                    / results["with_sdtm"]["sampler_seconds"]["median"]),
         "speedup_per_repeat": [a.node_seconds[sampler] / b.node_seconds[sampler]
                                for a, b in zip(runs["without_sdtm"], runs["with_sdtm"])],
         "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": psnr(a, b),

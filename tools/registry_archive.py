@@ -17,11 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pathspec
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 IGNORE_FILE = ".comfyignore"

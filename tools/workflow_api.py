@@ -30,13 +30,13 @@ API_DIR = WORKFLOWS / "api"
 # (models/ folder, official download). The workflows' loader nodes carry these as their "models" property,
 # from which the editor offers to download what is missing (it accepts huggingface.co links to .safetensors).
 _HF = "https://huggingface.co"
+_SD3 = f"{_HF}/stabilityai/stable-diffusion-3-medium/resolve/main"
+_SD35_TURBO = f"{_HF}/stabilityai/stable-diffusion-3.5-large-turbo/resolve/main"
 _SD35_FP8 = f"{_HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main"
 MODEL_DOWNLOADS = {
-    "sd3_medium_incl_clips_t5xxlfp8.safetensors": (
-        "checkpoints", f"{_HF}/stabilityai/stable-diffusion-3-medium/resolve/main/sd3_medium_incl_clips_t5xxlfp8.safetensors"),
+    "sd3_medium_incl_clips_t5xxlfp8.safetensors": ("checkpoints", f"{_SD3}/sd3_medium_incl_clips_t5xxlfp8.safetensors"),
     "sd3.5_large_fp8_scaled.safetensors": ("checkpoints", f"{_SD35_FP8}/sd3.5_large_fp8_scaled.safetensors"),
-    "sd3.5_large_turbo.safetensors": (
-        "checkpoints", f"{_HF}/stabilityai/stable-diffusion-3.5-large-turbo/resolve/main/sd3.5_large_turbo.safetensors"),
+    "sd3.5_large_turbo.safetensors": ("checkpoints", f"{_SD35_TURBO}/sd3.5_large_turbo.safetensors"),
     "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": (
         "checkpoints", f"{_SD35_FP8}/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"),
     "clip_l.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/clip_l.safetensors"),
@@ -80,7 +80,8 @@ def input_spec(definition: dict, name: str) -> tuple[str | list, dict]:
 
 
 def input_names(definition: dict) -> list[str]:
-    order = definition.get("input_order") or {s: list(definition.get("input", {}).get(s, {})) for s in ("required", "optional")}
+    order = definition.get("input_order") or {
+        s: list(definition.get("input", {}).get(s, {})) for s in ("required", "optional")}
     return [name for section in ("required", "optional") for name in order.get(section, [])]
 
 
@@ -143,7 +144,8 @@ def _links(workflow: dict) -> dict[int, tuple[int, int, int, int, str]]:
     links = {}
     for link in workflow.get("links", []):
         if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"], link["type"])
+            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                                 link["type"])
         else:
             links[link[0]] = tuple(link[1:6])
     return links
@@ -152,7 +154,8 @@ def _links(workflow: dict) -> dict[int, tuple[int, int, int, int, str]]:
 def _shape_problems(workflow) -> list[str]:
     if not isinstance(workflow, dict):
         return [f"a workflow must be a JSON object, got {type(workflow).__name__}"]
-    if "nodes" not in workflow and workflow and all(isinstance(v, dict) and "class_type" in v for v in workflow.values()):
+    is_prompt = all(isinstance(v, dict) and "class_type" in v for v in workflow.values())
+    if "nodes" not in workflow and workflow and is_prompt:
         return ["this is an API-format prompt (node id -> class_type/inputs), not a UI workflow: "
                 "POST it to /prompt as it is"]
     problems = []
@@ -210,7 +213,8 @@ def check_workflow(workflow, object_info: dict) -> list[str]:
                 problems.append(f"{where}: input {slot['name']} comes from output {link[1]} of node {link[0]} "
                                 f"({source['type']}), which it does not have")
             elif not types_match(out_type, kind):
-                problems.append(f"{where}: input {slot['name']} takes {kind if not isinstance(kind, list) else 'COMBO'}, "
+                takes = kind if not isinstance(kind, list) else "COMBO"
+                problems.append(f"{where}: input {slot['name']} takes {takes}, "
                                 f"but node {link[0]} ({source['type']}) output {link[1]} gives {out_type}")
         for name in definition.get("input_order", {}).get("required", []):
             kind, options = input_spec(definition, name)
@@ -232,7 +236,8 @@ def _widget_problems(node: dict, definition: dict) -> list[str]:
     for (name, control), value in zip(layout, values):
         if control:
             if value not in CONTROL_VALUES:
-                problems.append(f"control after generate of {name} must be one of {list(CONTROL_VALUES)}, got {value!r}")
+                problems.append(f"control after generate of {name} must be one of {list(CONTROL_VALUES)}, "
+                                f"got {value!r}")
             continue
         kind, options = input_spec(definition, name)
         problem = check_value(name, kind, options, value)
@@ -297,7 +302,8 @@ def _resolve(link: tuple, nodes: dict, links: dict, object_info: dict):
     if source["type"] == REROUTE or source.get("mode", 0) == MODE_BYPASS:
         out_type = link[4]
         for inp in source.get("inputs", []):
-            if inp.get("link") is not None and (source["type"] == REROUTE or types_match(links[inp["link"]][4], out_type)):
+            linked = inp.get("link") is not None
+            if linked and (source["type"] == REROUTE or types_match(links[inp["link"]][4], out_type)):
                 return _resolve(links[inp["link"]], nodes, links, object_info)
         return None
     if source.get("mode", 0) == MODE_NEVER:
@@ -405,7 +411,8 @@ def stale_twins(object_info: dict, folder: Path = WORKFLOWS) -> list[str]:
     for ui_path in ui_workflows(folder):
         twin = twin_path(ui_path)
         workflow = load_json(ui_path)
-        stale += [f"{ui_path.relative_to(folder.parent)}: {p}" for p in registry_property_problems(workflow, object_info)]
+        where = ui_path.relative_to(folder.parent)
+        stale += [f"{where}: {p}" for p in registry_property_problems(workflow, object_info)]
         want = dump(ui_to_api(workflow, object_info, ui_path.name))
         if not twin.is_file():
             stale.append(f"{twin.relative_to(folder.parent)} is missing")
