@@ -8,3 +8,6 @@ if str(REPO) not in sys.path:
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.append(str(TESTS))
+
+# The shared server and stand-in models (session-scoped fixtures) for every test module that asks for them.
+pytest_plugins = ["server_fixtures"]

@@ -11,7 +11,6 @@ import pytest
 
 from tools import workflow_api as wa
 from tools.comfy_server import CHROMIUM, Editor
-from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "browser"

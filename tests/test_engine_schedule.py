@@ -4,9 +4,27 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from sdtm_ops import (MODEL_SHAPES, blend_with_cache, Phase, RunState, SDTMConfig, block_is_merged, block_merge, detail_partition,
-                      layout_key, merge_tokens, progress_at, ratio_at, reference_config, schedule_cost,
-                      step_plan, token_grid, unmerge_tokens, window_grid, window_partition)
+from sdtm_ops import (
+    MODEL_SHAPES,
+    Phase,
+    RunState,
+    SDTMConfig,
+    blend_with_cache,
+    block_is_merged,
+    block_merge,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    progress_at,
+    ratio_at,
+    reference_config,
+    schedule_cost,
+    step_plan,
+    token_grid,
+    unmerge_tokens,
+    window_grid,
+    window_partition,
+)
 from sdtm_ops.cost import block_flops
 
 
@@ -101,12 +119,15 @@ def test_priority_counter_counts_merged_streaks():
     history = []
     for i in range(4):
         part = window_partition(x if i < 2 else torch.randn(2, 64, 8), grid, 4)
-        before = counter.clone()
         run.update_priority(layout, part)
-        assert torch.equal(counter, torch.where(part.merged, before + 1, torch.zeros_like(before)))
-        history.append(part.merged)
-    # the first two partitions were the same, so their merged tokens now count 2 (unless the third
-    # and fourth partitions reset them)
+        history.append(part.merged.clone())
+    # the first two partitions (same tokens) merged the same tokens: each of those counted 2 after them
+    assert torch.equal(history[0], history[1]) and history[0].any() and not history[0].all()
+    # the counter is, per token, the length of its run of consecutive merged steps ending now
+    streak = torch.zeros(2, 64, dtype=torch.int32)
+    for merged in history:
+        streak = torch.where(merged, streak + 1, torch.zeros_like(streak))
+    assert torch.equal(counter, streak)
     assert run.priority(layout, x.device) is counter
     other = run.priority(layout_key((0,), 1, 64), x.device)
     assert other.shape == (1, 64) and other.eq(0).all()
@@ -127,12 +148,37 @@ def test_cache_is_keyed_by_layout_and_released():
     assert run.cache_bytes == 0 and run.cached(3, "attn", both, value) is None
 
 
-def test_seed_is_the_samplers_unless_set():
-    a = RunState(SDTMConfig(), [1.0, 0.0], seed=42).generator(torch.device("cpu"))
-    b = RunState(SDTMConfig(), [1.0, 0.0], seed=42).generator(torch.device("cpu"))
-    c = RunState(SDTMConfig(seed=7), [1.0, 0.0], seed=42)
-    assert torch.equal(torch.rand(4, generator=a), torch.rand(4, generator=b))
-    assert c.seed == 7
+def _merge_maps_after_sampling(sampling_seed: int, merge_seed: int = -1) -> dict:
+    """Sample a tiny SD3.5-medium through ComfyUI's KSampler with the SDTM Advanced patch; the noise is
+    disabled and the latent fixed, so the sampling seed can reach the result only through SDTM."""
+    from tools.comfy_env import import_comfy, load_pack
+    from tools.tiny_sd3 import conditioning, tiny_model
+    pack, nodes = load_pack(), import_comfy()
+    patched = pack.advanced.execute(
+        tiny_model("sd3.5-medium", seed=4), method="sdtm", ratio=0.4, deviation=0.2, switch_percent=0.3,
+        start_percent=0.0, end_percent=1.0, window=2, priority_weight=0.05, protect_steps_every=0,
+        protect_blocks_every=0, block_start=0, block_end=-1, cache=False, cache_fresh_weight=0.1, merge_mode="mean",
+        merge_seed=merge_seed, round_to=8).args[0]
+    latent = torch.randn(1, 16, 32, 32, generator=torch.Generator().manual_seed(5))
+    nodes.common_ksampler(patched, sampling_seed, 6, 3.0, "euler", "sgm_uniform", conditioning(1, seed=11),
+                          conditioning(1, seed=12), {"samples": latent}, disable_noise=True)
+    info = patched.model_options["transformer_options"]["sdtm"]
+    assert info.last_report["seed"] == (sampling_seed if merge_seed < 0 else merge_seed)
+    return info.last_maps["groups"]
+
+
+def test_the_samplers_seed_drives_the_merge_rng_unless_a_merge_seed_is_set():
+    first, again, other = (_merge_maps_after_sampling(seed) for seed in (1, 1, 2))
+    assert first.keys() == again.keys() == other.keys() and first
+
+    def same(a: dict, b: dict) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same(first, again)  # the same sampling seed reproduces every merge
+    assert not same(first, other)  # another sampling seed picks other detail-step merges
+    # a fixed merge seed makes the merges independent of the sampling seed
+    fixed = [_merge_maps_after_sampling(seed, merge_seed=7) for seed in (1, 2)]
+    assert same(*fixed)
 
 
 def test_flop_model_reproduces_the_reference_figures():
@@ -150,7 +196,8 @@ def test_flop_model_reproduces_the_reference_figures():
         plan = step_plan(SDTMConfig(ratio=0.5, deviation=0.0, protect_every=0), 1, 10)
         bm = block_merge(SDTMConfig(ratio=0.5, deviation=0.0, protect_every=0), plan, h, w)
         full = block_flops(shape, h * w, h * w, 154, False, False)
-        assert full / block_flops(shape, bm.attn_tokens, bm.mlp_tokens, 154, False, False) == pytest.approx(expected, abs=0.01)
+        merged = block_flops(shape, bm.attn_tokens, bm.mlp_tokens, 154, False, False)
+        assert full / merged == pytest.approx(expected, abs=0.01)
     assert token_grid(1344, 768) == (84, 48) and token_grid(1000, 1000) == (63, 63)
 
 

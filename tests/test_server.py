@@ -18,7 +18,6 @@ from PIL import Image
 
 from tools import workflow_api as wa
 from tools.comfy_server import PromptError, _shadow_tree, describe_refusal, with_stand_ins
-from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 SIZE = 256
 MAX_STEPS = 4
@@ -99,7 +98,8 @@ def test_describe_refusal_lists_every_node_error():
     body = {"error": {"message": "Prompt outputs failed validation", "details": ""},
             "node_errors": {"5": {"class_type": "KSampler", "errors": [
                 {"message": "Value smaller than min", "details": "steps", "extra_info": {"input_name": "steps"}},
-                {"message": "Value not in list", "details": "sampler_name", "extra_info": {"input_name": "sampler_name"}}]}}}
+                {"message": "Value not in list", "details": "sampler_name",
+                 "extra_info": {"input_name": "sampler_name"}}]}}}
     text = describe_refusal(body)
     assert "node 5 (KSampler) input steps" in text and "node 5 (KSampler) input sampler_name" in text
 
@@ -124,20 +124,59 @@ def test_main_py_runs_from_a_shadow_without_the_trees_extra_model_paths(tmp_path
     assert (shadow / "comfy").resolve() == (tree / "comfy").resolve()
 
 
-@pytest.mark.parametrize("model", ["photo", "tiny"])
-def test_the_demo_writes_images_and_a_report(tmp_path, model):
-    from tools.demo import parse_args, run_demo
+def with_advanced_sampler(prompt: dict) -> dict:
+    """The prompt with its KSampler replaced by the equivalent KSamplerAdvanced (seed -> noise_seed)."""
+    prompt = copy.deepcopy(prompt)
+    (nid,) = [nid for nid, node in prompt.items() if node["class_type"] == "KSampler"]
+    inputs = dict(prompt[nid]["inputs"])
+    inputs["noise_seed"] = inputs.pop("seed")
+    inputs.pop("denoise")
+    inputs.update(add_noise="enable", start_at_step=0, end_at_step=10000, return_with_leftover_noise="disable")
+    prompt[nid] = {**prompt[nid], "class_type": "KSamplerAdvanced", "inputs": inputs}
+    return prompt
+
+
+def test_the_demo_reads_steps_and_seed_from_either_sampler():
+    from tools.demo import sampler_settings
+    prompt = twin("sd3_medium_sdtm")
+    (nid,) = [nid for nid, node in prompt.items() if node["class_type"] == "KSampler"]
+    plain = (nid, prompt[nid]["inputs"]["steps"], prompt[nid]["inputs"]["seed"])
+    assert sampler_settings(prompt) == plain
+    assert sampler_settings(with_advanced_sampler(prompt)) == plain
+
+
+@pytest.mark.parametrize("model,sampler", [("photo", "KSampler"), ("tiny", "KSamplerAdvanced")])
+def test_the_demo_writes_images_and_a_report(tmp_path, model, sampler):
+    from tools.demo import SMALL_MODEL_TIMING, parse_args, run_demo
     out = tmp_path / "demo"
-    report = run_demo(parse_args(["--out", str(out), "--model", model, "--size", "128", "--steps", "3"]))
+    workflow = tmp_path / "workflow.json"
+    prompt = twin("sd3_medium_sdtm")
+    workflow.write_text(json.dumps(prompt if sampler == "KSampler" else with_advanced_sampler(prompt)))
+    report = run_demo(parse_args(["--out", str(out), "--model", model, "--size", "128", "--steps", "3",
+                                  "--workflow", str(workflow)]))
     for name in ("with_sdtm.png", "without_sdtm.png", "comparison.png", "report.md", "report.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "report.json").read_text())
     assert saved["model"]["source"] == model and saved["steps"] == 3 and (saved["width"], saved["height"]) == (128, 128)
-    assert saved["with_sdtm"]["sampler_seconds"] > 0 and saved["without_sdtm"]["sampler_seconds"] > 0
-    assert saved["speedup"] == pytest.approx(saved["without_sdtm"]["sampler_seconds"] / saved["with_sdtm"]["sampler_seconds"])
+    assert saved["seed"] == next(n for n in prompt.values() if n["class_type"] == "KSampler")["inputs"]["seed"]
+    # three timed runs per side (the sampler's time comes from the websocket events as this process receives
+    # them, the prompt's from the server's timestamps: on a loaded machine the first can exceed the second)
+    assert saved["repeats"] == 3
+    for side in ("with_sdtm", "without_sdtm"):
+        sampler_runs, prompt_runs = saved[side]["sampler_seconds"]["runs"], saved[side]["prompt_seconds"]["runs"]
+        assert len(sampler_runs) == len(prompt_runs) == 3
+        assert all(s > 0 for s in sampler_runs) and all(p > 0 for p in prompt_runs)
+        assert saved[side]["sampler_seconds"]["median"] == pytest.approx(sorted(sampler_runs)[1], abs=1e-4)
+        assert (saved[side]["sampler_seconds"]["min"], saved[side]["sampler_seconds"]["max"]) == pytest.approx(
+            (min(sampler_runs), max(sampler_runs)), abs=1e-4)
+    # the headline is the ratio of the medians, not of one pair of runs
+    medians = [sorted(saved[side]["sampler_seconds"]["runs"])[1] for side in ("without_sdtm", "with_sdtm")]
+    assert saved["speedup"] == pytest.approx(medians[0] / medians[1], rel=1e-3)
+    assert len(saved["speedup_per_repeat"]) == 3
     assert saved["sdtm_report"]["num_steps"] == 3 and saved["merged_tokens"]
     assert saved["comfyui_version"] == report["comfyui_version"] != "unknown"
-    assert "| sampler (KSampler node) seconds |" in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert "| sampler (KSampler node) seconds, median (min-max) |" in text and SMALL_MODEL_TIMING in text
     with Image.open(out / "with_sdtm.png") as image:
         assert image.size == (128, 128)
     assert not (out / "work" / "server" / "output").exists()

@@ -179,8 +179,10 @@ def range_text(object_info, node_type: str, name: str) -> str:
     ("SDTM_Apply", 0, "ludicrous", lambda info: f"preset must be one of "
                                                 f"{wa.input_spec(info['SDTM_Apply'], 'preset')[0]}, got 'ludicrous'"),
     ("KSampler", 2, 2.5, lambda info: "steps must be an integer, got 2.5"),
-    ("KSampler", 1, "sometimes", lambda info: f"control after generate of seed must be one of {list(wa.CONTROL_VALUES)}"),
-    ("EmptySD3LatentImage", 0, 8, lambda info: f"width must be in {range_text(info, 'EmptySD3LatentImage', 'width')}, got 8"),
+    ("KSampler", 1, "sometimes",
+     lambda info: f"control after generate of seed must be one of {list(wa.CONTROL_VALUES)}"),
+    ("EmptySD3LatentImage", 0, 8,
+     lambda info: f"width must be in {range_text(info, 'EmptySD3LatentImage', 'width')}, got 8"),
     ("SaveImage", 0, 7, lambda info: "filename_prefix must be text, got 7"),
 ])
 def test_a_bad_widget_value_names_the_input_and_the_range(object_info, node_type, index, value, expected):
@@ -206,7 +208,8 @@ def test_an_unconnected_required_input_is_named(object_info):
     workflow = load("sd3_medium_sdtm")
     decode = node_of(workflow, "VAEDecode")
     next(i for i in decode["inputs"] if i["name"] == "vae")["link"] = None
-    assert f"node {decode['id']} (VAEDecode): required input vae (VAE) is not connected" in problems_of(workflow, object_info)
+    expected = f"node {decode['id']} (VAEDecode): required input vae (VAE) is not connected"
+    assert expected in problems_of(workflow, object_info)
 
 
 def test_every_problem_is_reported_at_once(object_info):
@@ -230,6 +233,53 @@ def test_the_command_line_check_fails_on_a_stale_twin(tmp_path, object_info, cap
                                                    "of sd3_medium_sdtm.json"]
     (folder / "api" / source.name).unlink()
     assert wa.stale_twins(object_info, folder) == ["workflows/api/sd3_medium_sdtm.json is missing"]
+
+
+LOADER_FOLDERS = {"CheckpointLoaderSimple": "checkpoints", "TripleCLIPLoader": "text_encoders"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_node_names_its_pack_and_every_loader_its_downloads(name):
+    """What the editor needs to offer "install missing nodes" (cnr_id / ver) and "download missing
+    models" (a huggingface.co link to each .safetensors file and the models/ folder it goes in)."""
+    import tomllib
+
+    from tools.get_comfyui import VERSION
+    project = tomllib.loads((wa.REPO / "pyproject.toml").read_text())["project"]
+    for node in load(name)["nodes"]:
+        properties = node.get("properties", {})
+        ours = node["type"].startswith("SDTM_")
+        expected = (project["name"], project["version"]) if ours else ("comfy-core", VERSION)
+        assert (properties.get("cnr_id"), properties.get("ver")) == expected, node["type"]
+        if node["type"].endswith("Loader") or node["type"].endswith("LoaderSimple"):
+            assert node["type"] in LOADER_FOLDERS, f"{node['type']}: which models/ folder do its files go in?"
+            models = properties.get("models", [])
+            assert [m["name"] for m in models] == node["widgets_values"]
+            for model in models:
+                assert model["directory"] == LOADER_FOLDERS[node["type"]]
+                assert model["url"].startswith("https://huggingface.co/") and "/resolve/main/" in model["url"]
+                assert model["url"].endswith("/" + model["name"]) and model["name"].endswith(".safetensors")
+        else:
+            assert "models" not in properties
+
+
+def test_the_check_names_a_node_whose_registry_properties_drifted(tmp_path, object_info):
+    folder = tmp_path / "workflows"
+    (folder / "api").mkdir(parents=True)
+    source = wa.WORKFLOWS / "sd3_medium_sdtm.json"
+    (folder / "api" / source.name).write_text(wa.twin_path(source).read_text())
+    workflow = load("sd3_medium_sdtm")
+    node_of(workflow, "SDTM_Apply")["properties"]["ver"] = "0.0.1"
+    del node_of(workflow, "CheckpointLoaderSimple")["properties"]["models"]
+    (folder / source.name).write_text(json.dumps(workflow))
+    assert wa.stale_twins(object_info, folder) == [
+        f"workflows/sd3_medium_sdtm.json: node {node_of(workflow, 'CheckpointLoaderSimple')['id']} "
+        "(CheckpointLoaderSimple): properties.models is None, should be "
+        f"{load('sd3_medium_sdtm')['nodes'][0]['properties']['models']!r}",
+        f"workflows/sd3_medium_sdtm.json: node {node_of(workflow, 'SDTM_Apply')['id']} (SDTM_Apply): "
+        f"properties.ver is '0.0.1', should be {wa.pack_identity()[1]!r}"]
+    assert wa.with_registry_properties(workflow, object_info)
+    assert workflow == load("sd3_medium_sdtm")  # the build puts them back as committed
 
 
 # -- the tiny checkpoint ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import copy
 import json
 import math
 import shutil
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ from .photo_codec import PHOTOS
 WORKFLOW = REPO / "workflows" / "api" / "sd3_medium_sdtm.json"
 OUT = REPO / "out" / "demo"
 PATCH_NODES = {"SDTM_Apply", "SDTM_ApplyAdvanced"}  # MODEL in, patched MODEL out
+SAMPLERS = ("KSampler", "KSamplerAdvanced")
+SEED_INPUT = {"KSampler": "seed", "KSamplerAdvanced": "noise_seed"}
 REPORT_NODES = {"SDTM_RunReport", "SDTM_MergeMap"}  # need a patched model
 
 
@@ -61,7 +64,7 @@ class DemoModel:
                 inputs["ckpt_name"] = self.checkpoint
             if node["class_type"] in ("EmptySD3LatentImage", "EmptyLatentImage") and self.size:
                 inputs["width"], inputs["height"] = self.size
-            if node["class_type"] in ("KSampler", "KSamplerAdvanced") and self.steps:
+            if node["class_type"] in SAMPLERS and self.steps:
                 inputs["steps"] = self.steps
         return prompt
 
@@ -119,7 +122,7 @@ def photo_model(work: Path, args) -> DemoModel:
         prompt[loader] = {"class_type": "UNETLoader", "inputs": {"unet_name": photo_codec.FIXTURE.name,
                                                                  "weight_dtype": "default"}}
         prompt["clip"] = {"class_type": "CLIPLoader", "inputs": {"clip_name": clip.name, "type": "sd3"}}
-        for sampler in nodes_of(prompt, "KSampler"):
+        for sampler in nodes_of(prompt, *SAMPLERS):
             inputs = prompt[sampler]["inputs"]
             inputs["cfg"] = 4.5
             for link, text in (("positive", caption), ("negative", photo_codec.UNCONDITIONAL_PROMPT)):
@@ -129,8 +132,8 @@ def photo_model(work: Path, args) -> DemoModel:
         for decode in nodes_of(prompt, "VAEDecode"):
             samples = prompt.pop(decode)["inputs"]["samples"]
             for save in [n for n in nodes_of(prompt, "SaveImage") if prompt[n]["inputs"]["images"][0] == decode]:
-                prompt[save] = {"class_type": "SaveLatent",
-                                "inputs": {"samples": samples, "filename_prefix": prompt[save]["inputs"]["filename_prefix"]}}
+                prefix = prompt[save]["inputs"]["filename_prefix"]
+                prompt[save] = {"class_type": "SaveLatent", "inputs": {"samples": samples, "filename_prefix": prefix}}
         return prompt
 
     def decode(path: Path) -> Image.Image:
@@ -182,6 +185,15 @@ def nodes_of(prompt: dict, *class_types: str) -> list[str]:
     return [nid for nid, node in prompt.items() if node["class_type"] in class_types]
 
 
+def sampler_settings(prompt: dict) -> tuple[str, int, int]:
+    """The (node id, steps, seed) of the prompt's first sampler, a KSampler or a KSamplerAdvanced."""
+    found = nodes_of(prompt, *SAMPLERS)
+    if not found:
+        raise SystemExit(f"the workflow has no sampler node (one of {', '.join(SAMPLERS)})")
+    node = prompt[found[0]]
+    return found[0], node["inputs"]["steps"], node["inputs"][SEED_INPUT[node["class_type"]]]
+
+
 def with_inputs(prompt: dict, class_types: tuple[str, ...], **inputs) -> dict:
     prompt = copy.deepcopy(prompt)
     for nid in nodes_of(prompt, *class_types):
@@ -195,6 +207,12 @@ def with_inputs(prompt: dict, class_types: tuple[str, ...], **inputs) -> dict:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def timing(seconds: list[float]) -> dict:
+    """The median of repeated runs and their spread."""
+    return {"runs": [round(s, 4) for s in seconds], "median": statistics.median(seconds), "min": min(seconds),
+            "max": max(seconds)}
 
 
 def merged_tokens(sdtm_report: dict) -> dict:
@@ -216,12 +234,16 @@ def markdown(report: dict) -> str:
         *[f"- Note: {n}" for n in r["model"]["notes"]],
         f"- {r['width']}x{r['height']}, {r['steps']} steps, seed {r['seed']}", "",
         "| | without SDTM | with SDTM |", "|---|---|---|",
-        f"| sampler (KSampler node) seconds | {wo['sampler_seconds']:.2f} | {w['sampler_seconds']:.2f} |",
-        f"| whole prompt seconds | {wo['prompt_seconds']:.2f} | {w['prompt_seconds']:.2f} |",
+        f"| sampler (KSampler node) seconds, median (min-max) | {_spread(wo['sampler_seconds'])} | "
+        f"{_spread(w['sampler_seconds'])} |",
+        f"| whole prompt seconds, median (min-max) | {_spread(wo['prompt_seconds'])} | "
+        f"{_spread(w['prompt_seconds'])} |",
         f"| image | ![without]({wo['image']}) | ![with]({w['image']}) |", "",
-        f"Measured sampler speedup: **{r['speedup']:.2f}x** (one run each, after a warm-up run of each). "
-        f"SDTM's FLOP-model speedup: {r['flop_speedup']:.2f}x. PSNR of the SDTM image against the plain one: "
-        f"{r['psnr_db']:.1f} dB.", "",
+        f"Measured sampler speedup: **{r['speedup']:.2f}x**, the ratio of the medians of {r['repeats']} runs per "
+        f"side, interleaved (without, with, without, ...) after a warm-up run of each; run by run "
+        f"{', '.join(f'{x:.2f}x' for x in r['speedup_per_repeat'])}. SDTM's FLOP-model speedup: "
+        f"{r['flop_speedup']:.2f}x. PSNR of the SDTM image against the plain one: {r['psnr_db']:.1f} dB.", "",
+        *([f"Note: {SMALL_MODEL_TIMING}", ""] if r["model"]["source"] != "checkpoint" else []),
         "Image tokens merged away per phase (share of what the plain model computes):", "",
         "| phase | steps | attention | MLP |", "|---|---|---|---|",
         *[f"| {phase} | {p['steps']} | {p['attention_merged']:.0%} | {p['mlp_merged']:.0%} |"
@@ -229,6 +251,15 @@ def markdown(report: dict) -> str:
         "", f"SDTM's own summary: {r['sdtm_summary']}", "",
     ]
     return "\n".join(lines)
+
+
+def _spread(t: dict) -> str:
+    return f"{t['median']:.2f} ({t['min']:.2f}-{t['max']:.2f})"
+
+
+SMALL_MODEL_TIMING = ("this is a 3-block model on this machine; its timing tells little about SD3 (24 blocks and "
+                      "more) on a GPU, where attention and the MLP dominate differently: run with --checkpoint on "
+                      "the GPU for real figures.")
 
 
 def side_by_side(left: Path, right: Path, path: Path) -> None:
@@ -251,10 +282,10 @@ def run_demo(args) -> dict:
     source = choose_model(args)
     if source == "tiny":
         print("Making a tiny random SD3 model on the fly (no download). It shows the pipeline working; its "
-              "images are noise and its timings are not SDTM's speed on real models.")
+              f"images are noise. Note: {SMALL_MODEL_TIMING}")
     elif source == "photo":
         print("No --checkpoint given: using the photo fixture, a small SD3-architecture model trained on "
-              "photographs (no download). Its timings are not SDTM's speed on real models.")
+              f"photographs (no download). Note: {SMALL_MODEL_TIMING}")
     model = MODELS[source](work, args)
     base = model.adapt(json.loads(Path(args.workflow).read_text()))
     if not nodes_of(base, *PATCH_NODES):
@@ -262,7 +293,7 @@ def run_demo(args) -> dict:
     saves = ("SaveImage", "SaveLatent")
     with_sdtm = with_inputs(base, saves, filename_prefix="demo/with_sdtm")
     plain = with_inputs(without_sdtm(base), saves, filename_prefix="demo/without_sdtm")
-    sampler = nodes_of(base, "KSampler", "KSamplerAdvanced")[0]
+    sampler, steps, seed = sampler_settings(base)
     report_node = nodes_of(base, "SDTM_RunReport")
     if not report_node:
         raise SystemExit(f"{args.workflow} has no SDTM_RunReport node: the demo reads SDTM's statistics from it")
@@ -274,22 +305,21 @@ def run_demo(args) -> dict:
         version = server.get("/system_stats").get("system", {}).get("comfyui_version", "unknown")
         print(f"ComfyUI {version} at {server.url}; warm-up runs (loading the model)...")
         for prompt in (plain, with_sdtm):  # load, encode, decode once; the timed runs then only re-sample
-            server.run_prompt(with_inputs(prompt, ("KSampler", "KSamplerAdvanced"), steps=2), timeout=args.timeout)
-        runs: dict[str, PromptRun] = {}
-        for label, prompt in (("without_sdtm", plain), ("with_sdtm", with_sdtm)):
-            print(f"Running the workflow {label.replace('_', ' ')}...")
-            runs[label] = server.run_prompt(prompt, timeout=args.timeout, node_timings=True)
+            server.run_prompt(with_inputs(prompt, SAMPLERS, steps=2), timeout=args.timeout)
+        runs = time_interleaved(server, {"without_sdtm": plain, "with_sdtm": with_sdtm}, sampler, args)
         results = {}
-        for label, run in runs.items():
+        for label, repeats in runs.items():
+            run = repeats[0]
             target = out / f"{label}.png"
             if model.decode is None:
                 shutil.copyfile(server.output_path(run.images()[-1]), target)
             else:
                 latents = [f for o in run.history.get("outputs", {}).values() for f in o.get("latents", [])]
                 model.decode(server.output_path(latents[-1])).save(target)
-            results[label] = {"image": target.name, "sampler_seconds": run.node_seconds.get(sampler, float("nan")),
-                              "prompt_seconds": run.seconds}
-        sdtm = json.loads(runs["with_sdtm"].texts(report_node[0])[0])
+            results[label] = {"image": target.name,
+                              "sampler_seconds": timing([r.node_seconds[sampler] for r in repeats]),
+                              "prompt_seconds": timing([r.seconds for r in repeats])}
+        sdtm = json.loads(runs["with_sdtm"][0].texts(report_node[0])[0])
     except (ServerError, PromptError) as e:
         print(f"The demo failed: {e}\nServer log: {server.log_path}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -299,15 +329,17 @@ def run_demo(args) -> dict:
     a = np.asarray(Image.open(out / "without_sdtm.png").convert("RGB"))
     b = np.asarray(Image.open(out / "with_sdtm.png").convert("RGB"))
     latent = base[nodes_of(base, "EmptySD3LatentImage", "EmptyLatentImage")[0]]["inputs"]
-    ks = base[sampler]["inputs"]
     workflow = Path(args.workflow).resolve()
     report = {
         "comfyui_version": version, "device": device,
         "workflow": str(workflow.relative_to(REPO) if workflow.is_relative_to(REPO) else workflow),
         "model": {"source": source, "name": model.name, "description": model.description, "notes": model.notes},
-        "width": latent["width"], "height": latent["height"], "steps": ks["steps"], "seed": ks["seed"],
+        "width": latent["width"], "height": latent["height"], "steps": steps, "seed": seed, "repeats": args.repeats,
         "without_sdtm": results["without_sdtm"], "with_sdtm": results["with_sdtm"],
-        "speedup": results["without_sdtm"]["sampler_seconds"] / results["with_sdtm"]["sampler_seconds"],
+        "speedup": (results["without_sdtm"]["sampler_seconds"]["median"]
+                    / results["with_sdtm"]["sampler_seconds"]["median"]),
+        "speedup_per_repeat": [a.node_seconds[sampler] / b.node_seconds[sampler]
+                               for a, b in zip(runs["without_sdtm"], runs["with_sdtm"])],
         "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": psnr(a, b),
         "sdtm_summary": sdtm["summary"], "sdtm_report": sdtm,
     }
@@ -315,6 +347,22 @@ def run_demo(args) -> dict:
     (out / "report.md").write_text(markdown(report))
     shutil.rmtree(work / "server" / "output", ignore_errors=True)
     return report
+
+
+def time_interleaved(server: ComfyServer, prompts: dict[str, dict], sampler: str, args) -> dict[str, list[PromptRun]]:
+    """Run each prompt ``args.repeats`` times, alternating between them, so that a slow spell of the machine
+    falls on both sides. ComfyUI's cache keeps only the last prompt's outputs, so alternating prompts
+    re-run their sampler every time; a run that took the sampler from the cache is an error."""
+    runs: dict[str, list[PromptRun]] = {label: [] for label in prompts}
+    for repeat in range(args.repeats):
+        for label, prompt in prompts.items():
+            print(f"Run {repeat + 1} of {args.repeats}: the workflow {label.replace('_', ' ')}...")
+            run = server.run_prompt(prompt, timeout=args.timeout, node_timings=True)
+            if sampler in run.cached_nodes or sampler not in run.node_seconds:
+                raise SystemExit(f"run {repeat + 1} {label}: ComfyUI took the sampler's output from its cache "
+                                 "instead of sampling; the timing would be meaningless")
+            runs[label].append(run)
+    return runs
 
 
 def _cuda() -> bool:
@@ -328,7 +376,7 @@ def _cuda() -> bool:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tools/demo.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="an SD3 / SD3.5 checkpoint file with its text encoders "
-                                             "(default: a tiny random model made on the fly)")
+                                             "(default: the model --model names)")
     parser.add_argument("--model", choices=("photo", "tiny"), default="photo",
                         help="without --checkpoint: the photo fixture (default) or a tiny random model")
     parser.add_argument("--photo", default="flower", choices=[p.name for p in PHOTOS],
@@ -341,8 +389,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="sampler steps (default: the workflow's)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="where ComfyUI runs (auto: the GPU if torch sees one)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per side, interleaved; the report "
+                                                                "gives their median and spread (default: 3)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per prompt")
     args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error(f"--repeats must be at least 3 (the report gives a median and a spread), got {args.repeats}")
     for name in ("size", "steps"):
         value = getattr(args, name)
         if value is not None and value < (16 if name == "size" else 1):

@@ -1,8 +1,8 @@
 """UI-format workflows (what the ComfyUI editor saves and users drag in) -> API-format prompts (what
 POST /prompt takes), checked against the real node definitions (ComfyUI's GET /object_info).
 
-    python -m tools.workflow_api check            # every workflows/*.json is valid and its twin current
-    python -m tools.workflow_api build            # (re)write workflows/api/<name>.json from the UI files
+    python -m tools.workflow_api check            # every workflows/*.json is valid, its twin and properties current
+    python -m tools.workflow_api build            # (re)write workflows/api/<name>.json and the UI files' properties
     python -m tools.workflow_api convert FILE.json [-o OUT.json]
 
 Node definitions come from the real ComfyUI imported in this process with this pack loaded (or, with
@@ -26,12 +26,27 @@ REPO = Path(__file__).resolve().parents[1]
 WORKFLOWS = REPO / "workflows"
 API_DIR = WORKFLOWS / "api"
 
-# The model files the workflows name: the names ComfyUI's own SD3 / SD3.5 examples use.
-MODEL_FILES = {
-    "checkpoints": ["sd3_medium_incl_clips_t5xxlfp8.safetensors", "sd3.5_large_fp8_scaled.safetensors",
-                    "sd3.5_large_turbo.safetensors", "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"],
-    "text_encoders": ["clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors"],
+# The model files the workflows name (the names ComfyUI's own SD3 / SD3.5 examples use): file name ->
+# (models/ folder, official download). The workflows' loader nodes carry these as their "models" property,
+# from which the editor offers to download what is missing (it accepts huggingface.co links to .safetensors).
+_HF = "https://huggingface.co"
+_SD3 = f"{_HF}/stabilityai/stable-diffusion-3-medium/resolve/main"
+_SD35_TURBO = f"{_HF}/stabilityai/stable-diffusion-3.5-large-turbo/resolve/main"
+_SD35_FP8 = f"{_HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main"
+MODEL_DOWNLOADS = {
+    "sd3_medium_incl_clips_t5xxlfp8.safetensors": ("checkpoints", f"{_SD3}/sd3_medium_incl_clips_t5xxlfp8.safetensors"),
+    "sd3.5_large_fp8_scaled.safetensors": ("checkpoints", f"{_SD35_FP8}/sd3.5_large_fp8_scaled.safetensors"),
+    "sd3.5_large_turbo.safetensors": ("checkpoints", f"{_SD35_TURBO}/sd3.5_large_turbo.safetensors"),
+    "sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors": (
+        "checkpoints", f"{_SD35_FP8}/sd3.5_medium_incl_clips_t5xxlfp8scaled.safetensors"),
+    "clip_l.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/clip_l.safetensors"),
+    "clip_g.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/clip_g.safetensors"),
+    "t5xxl_fp16.safetensors": ("text_encoders", f"{_SD35_FP8}/text_encoders/t5xxl_fp16.safetensors"),
 }
+MODEL_FILES = {kind: [name for name, (folder, _) in MODEL_DOWNLOADS.items() if folder == kind]
+               for kind in dict.fromkeys(folder for folder, _ in MODEL_DOWNLOADS.values())}
+MODEL_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".gguf")
+CORE_ID = "comfy-core"  # the Registry id of ComfyUI's own nodes
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
@@ -65,7 +80,8 @@ def input_spec(definition: dict, name: str) -> tuple[str | list, dict]:
 
 
 def input_names(definition: dict) -> list[str]:
-    order = definition.get("input_order") or {s: list(definition.get("input", {}).get(s, {})) for s in ("required", "optional")}
+    order = definition.get("input_order") or {
+        s: list(definition.get("input", {}).get(s, {})) for s in ("required", "optional")}
     return [name for section in ("required", "optional") for name in order.get(section, [])]
 
 
@@ -128,7 +144,8 @@ def _links(workflow: dict) -> dict[int, tuple[int, int, int, int, str]]:
     links = {}
     for link in workflow.get("links", []):
         if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"], link["type"])
+            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                                 link["type"])
         else:
             links[link[0]] = tuple(link[1:6])
     return links
@@ -137,7 +154,8 @@ def _links(workflow: dict) -> dict[int, tuple[int, int, int, int, str]]:
 def _shape_problems(workflow) -> list[str]:
     if not isinstance(workflow, dict):
         return [f"a workflow must be a JSON object, got {type(workflow).__name__}"]
-    if "nodes" not in workflow and workflow and all(isinstance(v, dict) and "class_type" in v for v in workflow.values()):
+    is_prompt = all(isinstance(v, dict) and "class_type" in v for v in workflow.values())
+    if "nodes" not in workflow and workflow and is_prompt:
         return ["this is an API-format prompt (node id -> class_type/inputs), not a UI workflow: "
                 "POST it to /prompt as it is"]
     problems = []
@@ -195,7 +213,8 @@ def check_workflow(workflow, object_info: dict) -> list[str]:
                 problems.append(f"{where}: input {slot['name']} comes from output {link[1]} of node {link[0]} "
                                 f"({source['type']}), which it does not have")
             elif not types_match(out_type, kind):
-                problems.append(f"{where}: input {slot['name']} takes {kind if not isinstance(kind, list) else 'COMBO'}, "
+                takes = kind if not isinstance(kind, list) else "COMBO"
+                problems.append(f"{where}: input {slot['name']} takes {takes}, "
                                 f"but node {link[0]} ({source['type']}) output {link[1]} gives {out_type}")
         for name in definition.get("input_order", {}).get("required", []):
             kind, options = input_spec(definition, name)
@@ -217,7 +236,8 @@ def _widget_problems(node: dict, definition: dict) -> list[str]:
     for (name, control), value in zip(layout, values):
         if control:
             if value not in CONTROL_VALUES:
-                problems.append(f"control after generate of {name} must be one of {list(CONTROL_VALUES)}, got {value!r}")
+                problems.append(f"control after generate of {name} must be one of {list(CONTROL_VALUES)}, "
+                                f"got {value!r}")
             continue
         kind, options = input_spec(definition, name)
         problem = check_value(name, kind, options, value)
@@ -282,7 +302,8 @@ def _resolve(link: tuple, nodes: dict, links: dict, object_info: dict):
     if source["type"] == REROUTE or source.get("mode", 0) == MODE_BYPASS:
         out_type = link[4]
         for inp in source.get("inputs", []):
-            if inp.get("link") is not None and (source["type"] == REROUTE or types_match(links[inp["link"]][4], out_type)):
+            linked = inp.get("link") is not None
+            if linked and (source["type"] == REROUTE or types_match(links[inp["link"]][4], out_type)):
                 return _resolve(links[inp["link"]], nodes, links, object_info)
         return None
     if source.get("mode", 0) == MODE_NEVER:
@@ -293,6 +314,62 @@ def _resolve(link: tuple, nodes: dict, links: dict, object_info: dict):
 # ---------------------------------------------------------------------------------------------
 # Files, twins and node definitions
 # ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------
+# Registry properties: which pack and version each node comes from, and where its model files are
+# ---------------------------------------------------------------------------------------------
+def pack_identity() -> tuple[str, str]:
+    """(Registry id, version) of this pack, from pyproject.toml."""
+    import tomllib
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    return project["name"], project["version"]
+
+
+def node_properties(node: dict, object_info: dict) -> dict:
+    """The node's ``properties`` with ``cnr_id`` / ``ver`` (this pack's id and version for its own nodes,
+    comfy-core and the ComfyUI version the pack is tested on for the rest) and, when its widgets name a
+    model file, ``models`` (name, url, directory). Other properties are kept."""
+    from .get_comfyui import VERSION as COMFYUI_VERSION
+    definition = object_info.get(node["type"], {})
+    ours = str(definition.get("python_module", "")).startswith("custom_nodes")
+    cnr_id, ver = pack_identity() if ours else (CORE_ID, COMFYUI_VERSION)
+    properties = {key: value for key, value in node.get("properties", {}).items()
+                  if key not in ("cnr_id", "ver", "models")}
+    properties.update(cnr_id=cnr_id, ver=ver)
+    values = node.get("widgets_values") if isinstance(node.get("widgets_values"), list) else []
+    models = [{"name": v, "url": MODEL_DOWNLOADS[v][1], "directory": MODEL_DOWNLOADS[v][0]}
+              for v in values if isinstance(v, str) and v in MODEL_DOWNLOADS]
+    if models:
+        properties["models"] = models
+    return properties
+
+
+def with_registry_properties(workflow: dict, object_info: dict) -> bool:
+    """Give every node its Registry properties (node_properties), in place. True if the workflow changed."""
+    changed = False
+    for node in workflow["nodes"]:
+        properties = node_properties(node, object_info)
+        if node.get("properties") != properties:
+            node["properties"] = properties
+            changed = True
+    return changed
+
+
+def registry_property_problems(workflow: dict, object_info: dict) -> list[str]:
+    """One line per node whose cnr_id / ver / models differ from node_properties, and per model file a
+    widget names that has no known download."""
+    problems = []
+    for node in workflow["nodes"]:
+        where = f"node {node['id']} ({node['type']})"
+        have, want = node.get("properties", {}), node_properties(node, object_info)
+        for key in ("cnr_id", "ver", "models"):
+            if have.get(key) != want.get(key):
+                problems.append(f"{where}: properties.{key} is {have.get(key)!r}, should be {want.get(key)!r}")
+        for value in node.get("widgets_values") or []:
+            if isinstance(value, str) and value.endswith(MODEL_SUFFIXES) and value not in MODEL_DOWNLOADS:
+                problems.append(f"{where}: model file {value} has no download in tools/workflow_api.py MODEL_DOWNLOADS")
+    return problems
+
+
 def load_json(path: Path):
     """A JSON file, or WorkflowError naming the file and the position of the syntax error."""
     try:
@@ -328,11 +405,15 @@ def pin_titles(workflow: dict, object_info: dict) -> bool:
 
 
 def stale_twins(object_info: dict, folder: Path = WORKFLOWS) -> list[str]:
-    """One line per UI workflow whose API twin is missing or differs from its conversion."""
+    """One line per UI workflow whose API twin is missing or differs from its conversion, and per node
+    whose Registry properties (cnr_id, ver, models) are missing or out of date."""
     stale = []
     for ui_path in ui_workflows(folder):
         twin = twin_path(ui_path)
-        want = dump(ui_to_api(load_json(ui_path), object_info, ui_path.name))
+        workflow = load_json(ui_path)
+        where = ui_path.relative_to(folder.parent)
+        stale += [f"{where}: {p}" for p in registry_property_problems(workflow, object_info)]
+        want = dump(ui_to_api(workflow, object_info, ui_path.name))
         if not twin.is_file():
             stale.append(f"{twin.relative_to(folder.parent)} is missing")
         elif twin.read_text() != want:
@@ -387,7 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check every workflows/*.json and that its API twin is current")
     sub.add_parser("build", help="write workflows/api/<name>.json for every workflows/*.json (and give "
-                                 "untitled nodes their display name as title)")
+                                 "untitled nodes their display name as title, every node its Registry "
+                                 "properties: cnr_id, ver, models)")
     convert = sub.add_parser("convert", help="convert one UI workflow file")
     convert.add_argument("file", type=Path)
     convert.add_argument("-o", "--output", type=Path, help="write here instead of printing")
@@ -403,9 +485,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build":
             for ui_path in ui_workflows():
                 workflow = load_json(ui_path)
-                if pin_titles(workflow, info):
+                titled = pin_titles(workflow, info)
+                if with_registry_properties(workflow, info) or titled:
                     ui_path.write_text(json.dumps(workflow, indent=2) + "\n")
-                    print(f"gave every node of {ui_path.relative_to(REPO)} an explicit title")
+                    print(f"gave every node of {ui_path.relative_to(REPO)} an explicit title and its Registry "
+                          "properties (cnr_id, ver, models)")
                 twin = twin_path(ui_path)
                 twin.parent.mkdir(exist_ok=True)
                 twin.write_text(dump(ui_to_api(workflow, info, ui_path.name)))
