@@ -8,7 +8,7 @@ op dispatched inside each joint block is counted (``LaunchCounter``): ops that l
 not views, not allocations, not ops that hand back one of their inputs untouched. Host syncs
 (``.item()`` and friends) inside a block are counted apart and must be 0.
 
-Host time: the same blocks on a **narrow** model (width 64, one head: the family's structure, qk-norm
+Host time (CPU: the thread's CPU time, one torch thread): the same blocks on a **narrow** model (width 64, one head: the family's structure, qk-norm
 and dual attention, with the arithmetic taken out) on a small token grid; the op sequence does not
 depend on the token count (the script checks that the counts at ``--grid`` and ``--time-grid`` agree).
 GPU time: the block's FLOPs (``sdtm_ops.block_flops``) at the target grid, at the achieved rates of
@@ -104,18 +104,22 @@ class BlockProbe:
         self.batch, self.run = batch, None
 
     def _marker(self, index: int, inner):
+        # On the CPU the clock is this thread's CPU time (one torch thread): time the process spends
+        # descheduled by other processes is not host cost. On a GPU: wall time between two syncs.
+        sync = self.x.device.type == "cuda"
+        clock = time.perf_counter if sync else time.thread_time
+
         def block(args, extra):
             self.counter.block = index
-            sync = self.x.device.type == "cuda"
             if sync:
                 torch.cuda.synchronize()
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 return inner(args, extra) if inner is not None else extra["original_block"](args)
             finally:
                 if sync:
                     torch.cuda.synchronize()
-                self.seconds[index].append(time.perf_counter() - t0)
+                self.seconds[index].append(clock() - t0)
                 self.counter.block = None
         return block
 
@@ -176,7 +180,8 @@ def block_launches(pack, base, phase: str | None, ratio: float, cache: bool, bat
 
 def host_seconds(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
                  latent_hw: tuple[int, int], block: int, repeat: int) -> float:
-    """Median wall time of one joint block on the (narrow) model, over ``repeat`` model calls."""
+    """Least wall time of one joint block on the (narrow) model over ``repeat`` model calls (the least is
+    the host cost with the fewest interruptions from other processes)."""
     if phase is None:
         probe = BlockProbe(pack, base, batch, latent_hw)
         probe.sigmas = SIGMAS
@@ -190,7 +195,7 @@ def host_seconds(pack, base, phase: str | None, ratio: float, cache: bool, batch
     for _ in range(repeat):
         probe.call(2)
         out.append(probe.seconds[block][0])
-    return statistics.median(out)
+    return min(out)
 
 
 def main(argv=None) -> int:
@@ -202,6 +207,7 @@ def main(argv=None) -> int:
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (default 1: with no arithmetic to share, more threads only add thread sync)")
     p.add_argument("--json", help="also write the results to this file")
@@ -215,7 +221,7 @@ def main(argv=None) -> int:
     ops = pack.ops
     block = 1  # a middle block: neither the first (per-run constants) nor the last (no text output)
     rows = []
-    print(f"# bench_host: device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"# bench_host: device {device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch}, ratio {args.ratio}, op count at {args.grid}x{args.grid} tokens, host time at "
           f"{args.time_grid}x{args.time_grid} tokens on a width-64 model; GPU rates "
           + ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s" for k, v in GPU_RATES.items()))
@@ -223,7 +229,7 @@ def main(argv=None) -> int:
           "| host ms unpatched | GPU ms H100 | GPU ms 4090 | break-even TFLOP/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
-        base = build_model(name, 3, device, torch.float32, hidden_depth=1)
+        base = build_model(name, 3, device, getattr(torch, args.dtype), hidden_depth=1)
         shape = ops.MODEL_SHAPES[name]
         dual = block in shape.dual_attention_blocks
         lat = (2 * args.grid, 2 * args.grid)
@@ -266,7 +272,7 @@ def main(argv=None) -> int:
                     print(f"  host syncs in the merged block: {dict(syncs)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "torch": torch.__version__, "machine": platform.processor() or
+            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or
                        platform.machine(), "threads": torch.get_num_threads(),
                        "time_grid": args.time_grid, "repeat": args.repeat,
                        "gpu_rates_tflops": {k: v / 1e12 for k, v in GPU_RATES.items()}, "results": rows}, f, indent=1)

@@ -84,3 +84,10 @@ def test_priority_update_equals_add_then_reset():
     run.update_priority(layout, part)
     assert run.priority(layout, x.device) is counter  # updated in place
     assert torch.equal(counter, priority.add(1).mul(part.merged))
+
+
+def test_bench_overhead_times_without_a_warm_up_per_repeat():
+    from benchmarks.bench_overhead import timed
+    calls = []
+    seconds = timed(lambda: calls.append(1), torch.device("cpu"), 3)
+    assert len(seconds) == 3 and len(calls) == 3  # a warm-up before each repeat would make 4 (or 6) calls
