@@ -202,6 +202,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="sd3-medium,sd3.5-medium,sd3.5-large")
     p.add_argument("--grid", type=int, default=64, help="token grid side of the op count and FLOPs (64: 1024x1024)")
+    p.add_argument("--count-grid", type=int, default=None,
+                   help="token grid side of the op count (default: --grid; the count does not depend on it)")
     p.add_argument("--time-grid", type=int, default=16, help="token grid side of the host timing (default 16)")
     p.add_argument("--batch", type=int, default=2, help="batch, CFG halves included (default 2)")
     p.add_argument("--ratio", type=float, default=0.5)
@@ -222,7 +224,8 @@ def main(argv=None) -> int:
     block = 1  # a middle block: neither the first (per-run constants) nor the last (no text output)
     rows = []
     print(f"# bench_host: device {device}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"batch {args.batch}, ratio {args.ratio}, op count at {args.grid}x{args.grid} tokens, host time at "
+          f"batch {args.batch}, ratio {args.ratio}, FLOPs at {args.grid}x{args.grid} tokens, op count at "
+          f"{args.count_grid or args.grid}x{args.count_grid or args.grid}, host time at "
           f"{args.time_grid}x{args.time_grid} tokens on a width-64 model; GPU rates "
           + ", ".join(f"{k} {v / 1e12:.0f} TFLOP/s" for k, v in GPU_RATES.items()))
     print("| model | phase | cache | launches unpatched | launches merged | extra | host ms merged "
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
         base = build_model(name, 3, device, getattr(torch, args.dtype), hidden_depth=1)
         shape = ops.MODEL_SHAPES[name]
         dual = block in shape.dual_attention_blocks
-        lat = (2 * args.grid, 2 * args.grid)
+        lat = (2 * (args.count_grid or args.grid),) * 2
         t_lat = (2 * args.time_grid, 2 * args.time_grid)
         plain, plain_syncs = block_launches(pack, base, None, args.ratio, False, args.batch, lat, block)
         plain_small, _ = block_launches(pack, base, None, args.ratio, False, args.batch, t_lat, block)
@@ -247,12 +250,13 @@ def main(argv=None) -> int:
                 small, _ = block_launches(pack, base, phase, args.ratio, cache, args.batch, t_lat, block)
                 if sum(small.values()) != sum(counts.values()) or sum(plain_small.values()) != sum(plain.values()):
                     raise RuntimeError(f"op counts depend on the token grid: {sum(counts.values())} at "
-                                       f"{args.grid}, {sum(small.values())} at {args.time_grid}")
+                                       f"{args.count_grid or args.grid}, {sum(small.values())} at {args.time_grid}")
                 seconds = host_seconds(pack, base, phase, args.ratio, cache, args.batch, t_lat, block, args.repeat)
                 flops = args.batch * ops.block_flops(shape, bm.attn_tokens, bm.mlp_tokens, shape.text_tokens,
                                                      False, dual)
                 gpu = {k: flops / r for k, r in GPU_RATES.items()}
-                row = {"model": name, "phase": phase, "cache": cache, "grid": args.grid, "batch": args.batch,
+                row = {"model": name, "phase": phase, "cache": cache, "grid": args.grid,
+                       "count_grid": args.count_grid or args.grid, "time_grid": args.time_grid, "batch": args.batch,
                        "ratio": args.ratio, "block": block, "dual_attention": dual,
                        "attn_tokens": bm.attn_tokens, "mlp_tokens": bm.mlp_tokens,
                        "launches_unpatched": sum(plain.values()), "launches_merged": sum(counts.values()),
