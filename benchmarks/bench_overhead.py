@@ -28,8 +28,7 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(fn, device: torch.device, repeat: int) -> list[float]:
-    fn()
-    _sync(device)
+    """Seconds of ``repeat`` calls of fn (no warm-up: the caller warms each case up once)."""
     out = []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -105,6 +104,9 @@ def measure(tokens: int, grid: tuple[int, int], hidden: int, batch: int, ratio: 
     }
     times = {k: [] for k in cases}
     with torch.inference_mode():
+        for fn in cases.values():  # one warm-up per case, not one per repeat
+            fn()
+        _sync(x.device)
         for _ in range(repeat):  # interleaved, so drifts of the machine hit every case alike
             for name, fn in cases.items():
                 times[name] += timed(fn, x.device, 1)

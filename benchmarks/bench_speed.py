@@ -53,19 +53,23 @@ def peak_bytes(device: torch.device) -> int:
     return 0
 
 
-def build_model(name: str, depth: int | None, device: torch.device, dtype: torch.dtype):
-    """A ComfyUI ModelPatcher of the named model's exact configuration with random weights."""
+def build_model(name: str, depth: int | None, device: torch.device, dtype: torch.dtype,
+                hidden_depth: int | None = None):
+    """A ComfyUI ModelPatcher of the named model's exact configuration with random weights.
+    ``hidden_depth`` replaces the depth that sets the width (64 * depth) and head count: a narrow model
+    of the same structure (qk-norm, dual attention) for host-cost measurements."""
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
     spec = MODELS[name]
     blocks = depth or spec["depth"]
     pmax = spec["pos_embed_max_size"]
+    width_depth = hidden_depth or spec["depth"]
     unet_config = {
-        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": spec["depth"], "num_blocks": blocks,
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": width_depth, "num_blocks": blocks,
         "input_size": None, "adm_in_channels": 2048, "pos_embed_max_size": pmax, "num_patches": pmax * pmax,
         "context_embedder_config": {"target": "torch.nn.Linear",
-                                    "params": {"in_features": 4096, "out_features": 64 * spec["depth"]}},
+                                    "params": {"in_features": 4096, "out_features": 64 * width_depth}},
         "qk_norm": spec["qk_norm"], "pos_embed_scaling_factor": None,
         "x_block_self_attn_layers": [i for i in spec["dual"] if i < blocks],
     }

@@ -29,7 +29,7 @@ import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
 
 from ..sdtm_ops import (BlockMerge, MMDiTShape, RunState, SDTMConfig, StepPlan, blend_with_cache,
-                        block_flops, block_is_merged, block_merge, detail_partition, layout_key,
+                        block_flops, block_is_merged, block_merge, cached_share, detail_partition, layout_key,
                         merge_tokens, step_plan, tome_partition, unmerge_tokens, window_partition)
 
 log = logging.getLogger("SDTM")
@@ -289,8 +289,10 @@ class SDTMJointBlock:
             run.record_partition(call.plan.step, self.index, part, call.h, call.w)
         return part
 
-    def _branch_out(self, call: CallContext, branch: str, value: torch.Tensor, part, storing: bool) -> torch.Tensor:
-        """Unmerge a gated branch output to [B, N, C]; blend it with, or store it in, the cache."""
+    def _branch_out(self, call: CallContext, branch: str, value: torch.Tensor, part, storing: bool,
+                    shares: dict) -> torch.Tensor:
+        """Unmerge a gated branch output to [B, N, C]; blend it with, or store it in, the cache.
+        ``shares`` keeps the blend weights of this block's partitions (made once, used by both branches)."""
         run = call.run
         value = unmerge_tokens(value, part)
         if storing:
@@ -298,7 +300,11 @@ class SDTMJointBlock:
         elif part is not None and run.config.caches:
             cached = run.cached(self.index, branch, call.layout, value)
             if cached is not None:
-                value = blend_with_cache(value, cached, part, run.config.cache_fresh_weight)
+                if id(part) not in shares:
+                    share = run.constant(("cached_share", value.dtype), value.device, lambda: torch.full(
+                        (), 1.0 - run.config.cache_fresh_weight, dtype=value.dtype, device=value.device))
+                    shares[id(part)] = cached_share(part, share, value.dtype)
+                value = blend_with_cache(value, cached, part, run.config.cache_fresh_weight, shares[id(part)])
         return value
 
     @torch.compiler.disable
@@ -328,11 +334,12 @@ class SDTMJointBlock:
             q2, k2, v2 = xb.attn2.pre_attention(merge_tokens(xn2, attn_part, mode))
             attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads, transformer_options=options)
             attn_out = attn_out + mods["gate_msa2"].unsqueeze(1) * xb.attn2.post_attention(attn2)
-        x = x + self._branch_out(call, "attn", attn_out, attn_part, storing)
+        shares: dict = {}
+        x = x + self._branch_out(call, "attn", attn_out, attn_part, storing, shares)
 
         xm = modulate(xb.norm2(x), mods["shift_mlp"], mods["scale_mlp"])
         mlp_out = mods["gate_mlp"].unsqueeze(1) * xb.mlp(merge_tokens(xm, part, mode))
-        x = x + self._branch_out(call, "mlp", mlp_out, part, storing)
+        x = x + self._branch_out(call, "mlp", mlp_out, part, storing, shares)
         return {"img": x, "txt": context_out}
 
 

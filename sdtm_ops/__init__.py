@@ -4,7 +4,7 @@ Nothing in this package imports ComfyUI: other front ends can use it as it is.
 """
 from .config import METHODS, MERGE_MODES, SDTMConfig
 from .cost import MODEL_SHAPES, MMDiTShape, ScheduleCost, StepCost, block_flops, schedule_cost, token_grid
-from .merge import blend_with_cache, merge_tokens, unmerge_tokens
+from .merge import blend_with_cache, cached_share, merge_tokens, unmerge_tokens
 from .partition import (Partition, WindowGrid, detail_merge_count, detail_partition, structure_merge_count,
                         tome_partition, window_grid, window_partition)
 from .schedule import (BlockMerge, Phase, StepPlan, block_is_merged, block_merge, progress_at, ratio_at,
@@ -15,7 +15,7 @@ __all__ = [
     "SDTMConfig", "METHODS", "MERGE_MODES",
     "Partition", "WindowGrid", "window_grid", "window_partition", "detail_partition", "tome_partition",
     "structure_merge_count", "detail_merge_count",
-    "merge_tokens", "unmerge_tokens", "blend_with_cache",
+    "merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share",
     "Phase", "StepPlan", "BlockMerge", "progress_at", "ratio_at", "step_plan", "block_is_merged",
     "block_merge", "reference_config",
     "RunState", "RunStats", "StepStats", "layout_key",

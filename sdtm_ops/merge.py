@@ -10,7 +10,7 @@ import torch
 from .config import MERGE_MODES
 from .partition import Partition
 
-__all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache"]
+__all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share"]
 
 
 
@@ -35,8 +35,8 @@ def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
             return x, w.unsqueeze(-1).to(x.dtype)
         return x
     B, N, C = x.shape
-    if (B, N) != tuple(part.group.shape):
-        raise ValueError(f"tokens {tuple(x.shape)} do not match the partition's [B, N] = {tuple(part.group.shape)}")
+    if (B, N) != tuple(part.rows.shape):
+        raise ValueError(f"tokens {tuple(x.shape)} do not match the partition's [B, N] = {tuple(part.rows.shape)}")
     if mode == "prune":
         if token_weight is not None:
             raise ValueError("token_weight applies to mode 'mean' only")
@@ -48,13 +48,14 @@ def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     src = x.reshape(B * N, C).to(acc)
     G = part.num_groups
+    rows = part.rows.view(-1)
     if token_weight is None:
-        total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, part.rows, src)
+        total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, rows, src)
         merged = total.div_(part.float_sizes.to(acc)).to(x.dtype).view(B, G, C)
-        return (merged, part.sizes.unsqueeze(-1).to(x.dtype)) if return_sizes else merged
+        return (merged, part.float_sizes.view(B, G, 1).to(x.dtype)) if return_sizes else merged
     w = token_weight.reshape(B * N, 1).to(acc)
-    weight = x.new_zeros(B * G, 1, dtype=acc).index_add_(0, part.rows, w)
-    total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, part.rows, src * w)
+    weight = x.new_zeros(B * G, 1, dtype=acc).index_add_(0, rows, w)
+    total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, rows, src * w)
     merged = total.div_(weight).to(x.dtype).view(B, G, C)
     return (merged, weight.view(B, G, 1).to(x.dtype)) if return_sizes else merged
 
@@ -66,20 +67,30 @@ def unmerge_tokens(y: torch.Tensor, part: Partition | None) -> torch.Tensor:
     B, G, C = y.shape
     if (B, G) != (part.batch, part.num_groups):
         raise ValueError(f"merged tokens {tuple(y.shape)} do not match the partition's [B, G] = {(part.batch, part.num_groups)}")
-    return y.gather(1, part.group.unsqueeze(-1).expand(B, part.num_tokens, C))
+    return y.reshape(B * G, C).index_select(0, part.rows.view(-1)).view(B, part.num_tokens, C)
+
+
+def cached_share(part: Partition, fresh_weight: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, N, 1] share of the cached value in a blend: ``1 - fresh_weight`` at merged tokens, 0 at
+    singletons. Made once per partition and shared by its branches; ``fresh_weight`` may be a 0-dim
+    tensor of ``dtype`` on the tokens' device (a per-run constant: no host-to-device copy per block)."""
+    if isinstance(fresh_weight, torch.Tensor):
+        return part.merged.unsqueeze(-1) * fresh_weight
+    return part.merged.unsqueeze(-1).to(dtype) * (1.0 - fresh_weight)
 
 
 def blend_with_cache(fresh: torch.Tensor, cached: torch.Tensor, part: Partition | None,
-                     fresh_weight: float) -> torch.Tensor:
+                     fresh_weight: float, share: torch.Tensor | None = None) -> torch.Tensor:
     """Cache blending of an unmerged branch output [B, N, C].
 
     Tokens that took part in a merge get ``fresh_weight * fresh + (1 - fresh_weight) * cached``;
-    tokens that stayed singletons keep their fresh value exactly.
+    tokens that stayed singletons keep their fresh value exactly. ``share``: :func:`cached_share` of
+    the partition, when already made.
     """
     if part is None or fresh_weight >= 1.0:
         return fresh
     if cached.shape != fresh.shape:
         raise ValueError(f"cached {tuple(cached.shape)} and fresh {tuple(fresh.shape)} differ in shape")
-    one = torch.ones((), dtype=fresh.dtype, device=fresh.device)
-    weight = torch.where(part.merged, one * fresh_weight, one).unsqueeze(-1)
-    return torch.lerp(cached.to(fresh.dtype), fresh, weight)
+    if share is None:
+        share = cached_share(part, fresh_weight, fresh.dtype)
+    return torch.lerp(fresh, cached.to(fresh.dtype), share)

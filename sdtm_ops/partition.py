@@ -54,10 +54,6 @@ class WindowGrid:
             self._memo[key] = make()
         return self._memo[key]
 
-    def ids(self, start: int, stop: int) -> torch.Tensor:
-        """arange(start, stop) on the grid's device, shape [1, stop - start]."""
-        return self.const(("ids", start, stop), lambda: torch.arange(start, stop, device=self.members.device).unsqueeze(0))
-
     @property
     def num_tokens(self) -> int:
         return self.h * self.w
@@ -99,14 +95,16 @@ def window_grid(h: int, w: int, k: int = 2, device: torch.device | str | None = 
 class Partition:
     """A batched grouping of N tokens into G groups (the same G for every sample).
 
-    ``group[b, n]`` is the group of token n; groups ``[0, num_singletons)`` hold one token each and
-    come first. ``merged[b, n]`` is True for every token of a group with two or more members.
-    ``rep[b, g]`` is the token that represents group g (its dst, or for a collapsed window its
-    first member; used by prune-merge); it is built only when asked for.
+    ``rows[b, n]`` is the row of token n's group in a flat ``[B * G]`` layout (``group + b * G``): one
+    index table for every merge (index_add) and unmerge (index_select) of the block. Groups
+    ``[0, num_singletons)`` hold one token each and come first. ``merged[b, n]`` is True for every
+    token of a group with two or more members. ``float_sizes`` [B * G, 1] counts each group's members.
+    ``group``, ``sizes`` and ``rep`` (the token that represents a group: its dst, or for a collapsed
+    window its first member; used by prune-merge) are derived when asked for.
     """
 
-    group: torch.Tensor  # [B, N] int64 in [0, G)
-    sizes: torch.Tensor  # [B, G] int64, members per group (may be an expanded view)
+    rows: torch.Tensor  # [B, N] int64 in [0, B * G)
+    float_sizes: torch.Tensor  # [B * G, 1] float32 members per group (may be a shared constant)
     merged: torch.Tensor  # [B, N] bool
     num_groups: int  # G
     num_singletons: int  # groups [0, num_singletons) have exactly one member by construction
@@ -114,31 +112,31 @@ class Partition:
 
     @property
     def num_tokens(self) -> int:
-        return self.group.shape[1]
+        return self.rows.shape[1]
 
     @property
     def batch(self) -> int:
-        return self.group.shape[0]
+        return self.rows.shape[0]
+
+    @cached_property
+    def group(self) -> torch.Tensor:
+        """[B, N] int64 group of each token in [0, G)."""
+        offsets = torch.arange(0, self.batch * self.num_groups, self.num_groups, device=self.rows.device)
+        return self.rows - offsets.unsqueeze(1)
+
+    @cached_property
+    def sizes(self) -> torch.Tensor:
+        """[B, G] int64 members per group."""
+        return self.float_sizes.view(self.batch, self.num_groups).long()
 
     @cached_property
     def rep(self) -> torch.Tensor:
         """[B, G] int64 representative token of each group."""
         if self.rep_parts:
             return torch.cat(self.rep_parts, dim=1)
-        tokens = torch.arange(self.num_tokens, device=self.group.device).expand_as(self.group)
-        first = torch.empty(self.batch, self.num_groups, dtype=torch.long, device=self.group.device)
+        tokens = torch.arange(self.num_tokens, device=self.rows.device).expand_as(self.rows)
+        first = torch.empty(self.batch, self.num_groups, dtype=torch.long, device=self.rows.device)
         return first.scatter_reduce_(1, self.group, tokens, reduce="amin", include_self=False)
-
-    @cached_property
-    def rows(self) -> torch.Tensor:
-        """[B * N] row of each token's group in a flat [B * G, C] view (for one scatter-add)."""
-        offsets = torch.arange(0, self.batch * self.num_groups, self.num_groups, device=self.group.device)
-        return (self.group + offsets.unsqueeze(1)).reshape(-1)
-
-    @cached_property
-    def float_sizes(self) -> torch.Tensor:
-        """[B * G, 1] float32 group sizes (a mean divides by them: exact for a constant group)."""
-        return self.sizes.reshape(-1, 1).to(torch.float32)
 
 
 def structure_merge_count(num_tokens: int, ratio: float, window_size: int, num_windows: int,
@@ -163,10 +161,10 @@ def detail_merge_count(num_tokens: int, ratio: float, num_src: int, round_to: in
     return max(0, min(num_src, n_red) // round_to * round_to)
 
 
-def _rand(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    if generator is not None and generator.device.type != torch.device(device).type:
-        raise ValueError(f"generator is on {generator.device}, tensors are on {device}")
-    return torch.rand(shape, generator=generator, device=device)
+def _unit(metric: torch.Tensor) -> torch.Tensor:
+    """[B, N, C] tokens scaled to unit norm: the one normalisation behind both the window scores and
+    the matching (cosine similarities are dot products of these)."""
+    return metric / torch.linalg.vector_norm(metric, dim=-1, keepdim=True).clamp_min_(1e-4)
 
 
 def _window_view(t: torch.Tensor, grid: WindowGrid) -> torch.Tensor:
@@ -186,13 +184,15 @@ def _window_dst(grid: WindowGrid, batch: int, priority: torch.Tensor | None,
                 generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Per window the member (0..K-1) that becomes dst: highest priority, seeded-random among ties.
 
-    The random part is below 1, so it only breaks ties between equal integer counters; without a
+    The random part is below 1/2, so it only breaks ties between equal integer counters; without a
     counter the choice is uniformly random. Returns [B, nW] int64.
     """
-    key = _rand((batch, grid.num_windows, grid.window_size), generator, device).mul_(0.5)
+    if generator is not None and generator.device.type != torch.device(device).type:
+        raise ValueError(f"generator is on {generator.device}, tensors are on {device}")
+    key = torch.empty(batch, grid.rows, grid.cols, grid.k, grid.k, device=device).uniform_(0.0, 0.5, generator=generator)
     if priority is not None:
-        key.add_(priority[:, grid.members])
-    return key.argmax(dim=-1)
+        key.add_(_window_view(priority, grid).transpose(2, 3))  # [B, rows, cols, k, k], a strided view
+    return key.view(batch, grid.num_windows, grid.window_size).argmax(dim=-1)
 
 
 def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
@@ -210,32 +210,35 @@ def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
         return None
     if num_windows > grid.num_windows:
         raise ValueError(f"cannot collapse {num_windows} windows, the grid has {grid.num_windows}")
-    B, N, _ = metric.shape
+    B, N, C = metric.shape
     K = grid.window_size
+    singles = N - K * num_windows
+    G = singles + num_windows
+    dev = metric.device
 
-    # Mean pairwise cosine similarity of a window = |sum of its unit vectors|^2 / K^2.
-    inv_norm = torch.linalg.vector_norm(metric, dim=-1, keepdim=True).clamp_min_(1e-4).reciprocal_()
-    window_sum = _window_view(metric * inv_norm, grid).sum(dim=(2, 4))
+    # Mean pairwise cosine similarity of a window = |sum of its unit vectors|^2 / K^2; scores are
+    # kept scaled by K^2 (the ranking is the same).
+    window_sum = _window_view(_unit(metric), grid).sum(dim=(2, 4))
     score = torch.linalg.vector_norm(window_sum, dim=-1, dtype=torch.float32).reshape(B, -1)
     if priority is not None and priority_weight != 0.0:
-        # |sum|^2 / K^2 + weight * (window sum of counters) / (K * largest counter of the sample)
         counters = _window_view(priority, grid).sum(dim=(2, 4), dtype=torch.float32).reshape(B, -1)
         largest = priority.amax(dim=1, keepdim=True).clamp_min_(1)
-        score = score.square_().mul_(1.0 / (K * K)).addcdiv_(counters, largest, value=priority_weight / K)
+        score = score.square_().addcdiv_(counters, largest, value=priority_weight * K)
 
     chosen = score.topk(num_windows, dim=1, sorted=False).indices  # [B, W]
     members = grid.members[chosen].reshape(B, num_windows * K)
-    singles = N - K * num_windows
-    merged = torch.zeros(B, N, dtype=torch.bool, device=metric.device).scatter_(1, members, True)
-    group = (~merged).cumsum(1).sub_(1)  # singletons keep raster order
-    window_ids = grid.const(("window_ids", num_windows),
-                            lambda: grid.ids(singles, singles + num_windows).repeat_interleave(K, dim=1))
-    group.scatter_(1, members, window_ids.expand(B, -1))
-    sizes = grid.const(("window_sizes", num_windows), lambda: torch.cat(
-        (torch.ones(1, singles, dtype=torch.long, device=metric.device),
-         torch.full((1, num_windows), K, dtype=torch.long, device=metric.device)), dim=1))
-    return Partition(group=group, sizes=sizes.expand(B, -1), merged=merged, num_groups=singles + num_windows,
-                     num_singletons=singles)
+    merged = torch.zeros(B, N, dtype=torch.bool, device=dev).scatter_(1, members, True)
+    # singletons keep raster order: token n's row is b * G + n - (merged tokens up to n)
+    token_rows = grid.const(("token_rows", B, G), lambda: (
+        torch.arange(N, device=dev) + torch.arange(0, B * G, G, device=dev).unsqueeze(1)))
+    rows = torch.sub(token_rows, merged.cumsum(1))
+    window_rows = grid.const(("window_rows", B, num_windows), lambda: (
+        torch.arange(singles, G, device=dev).repeat_interleave(K) + torch.arange(0, B * G, G, device=dev).unsqueeze(1)))
+    rows.scatter_(1, members, window_rows)
+    sizes = grid.const(("window_sizes", B, num_windows), lambda: torch.cat(
+        (torch.ones(1, singles, device=dev), torch.full((1, num_windows), float(K), device=dev)), dim=1)
+        .expand(B, -1).reshape(B * G, 1))
+    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_groups=G, num_singletons=singles)
 
 
 def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int, dst_member: torch.Tensor) -> Partition:
@@ -249,40 +252,48 @@ def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
     num_src = (K - 1) * nW
     if num_merge > num_src:
         raise ValueError(f"cannot merge {num_merge} src tokens, there are {num_src}")
-
-    members = grid.members.expand(B, nW, K)
-    dst_tok = members.gather(2, dst_member.unsqueeze(-1)).squeeze(-1)  # [B, nW]
-    others = (dst_member.unsqueeze(-1) + grid.ids(1, K)).remainder_(K)  # [B, nW, K-1]
-    src_tok = members.gather(2, others).reshape(B, num_src)  # [B, Ns]
-
-    # argmax over dst of cos(a, b) only needs the dst normalised; the src norm rescales the best score.
-    src = metric.gather(1, src_tok.unsqueeze(-1).expand(B, num_src, C))
-    dst = metric.gather(1, dst_tok.unsqueeze(-1).expand(B, nW, C))
-    dst = dst.div_(torch.linalg.vector_norm(dst, dim=-1, keepdim=True).clamp_min_(1e-4))
-    best, best_dst = torch.bmm(src, dst.transpose(1, 2)).max(dim=-1)  # [B, Ns]
-    src_norm = torch.linalg.vector_norm(src, dim=-1, dtype=torch.float32).clamp_min_(1e-4)
-    order = torch.div(best, src_norm).argsort(dim=1, descending=True, stable=True)
-    merged_pos, kept_pos = order[:, :num_merge], order[:, num_merge:]
-
+    dev = metric.device
     num_out = grid.outside.shape[0]
-    num_kept = num_src - num_merge
-    first_dst = num_out + num_kept
+    first_dst = num_out + num_src - num_merge
     G = first_dst + nW
-    group = torch.empty(B, N, dtype=torch.long, device=metric.device)
-    out_tok = grid.outside.expand(B, num_out)
-    if num_out:
-        group.scatter_(1, out_tok, grid.ids(0, num_out).expand(B, -1))
-    kept_tok = src_tok.gather(1, kept_pos)
-    group.scatter_(1, kept_tok, grid.ids(num_out, first_dst).expand(B, -1))
-    group.scatter_(1, dst_tok, grid.ids(first_dst, G).expand(B, -1))
-    target = best_dst.gather(1, merged_pos)  # [B, n] dst slot of each merged src
-    group.scatter_(1, src_tok.gather(1, merged_pos), target.add(first_dst))
 
-    sizes = torch.ones(B, G, dtype=torch.long, device=metric.device)
-    ones = grid.const(("ones", num_merge), lambda: torch.ones(1, num_merge, dtype=torch.long, device=metric.device))
-    sizes[:, first_dst:].scatter_add_(1, target, ones.expand(B, -1))
-    return Partition(group=group, sizes=sizes, merged=sizes.gather(1, group) > 1, num_groups=G,
-                     num_singletons=first_dst, rep_parts=(out_tok, kept_tok, dst_tok))
+    # Per window its K tokens, dst first, then the src in cyclic order after the dst: one gather from
+    # a per-grid table [nW, K (dst member), K].
+    table = grid.const(("cyclic",), lambda: grid.members.gather(
+        1, (torch.arange(K, device=dev).view(K, 1) + torch.arange(K, device=dev)).remainder(K).view(1, K * K)
+        .expand(nW, -1)).view(nW, K, K))
+    tok = table.expand(B, nW, K, K).gather(2, dst_member.view(B, nW, 1, 1).expand(B, nW, 1, K)).view(B, nW * K)
+
+    # Cosine of every window token with every dst (the dst's own row is dropped below): one bmm.
+    unit = _unit(metric).gather(1, tok.unsqueeze(-1).expand(B, nW * K, C))  # [B, nW*K, C]
+    dst = unit.view(B, nW, K, C)[:, :, 0]
+    # dst are not src: a -inf bias on their rows sorts them last, in window order
+    not_src = grid.const(("not_src", unit.dtype), lambda: torch.zeros(nW, K, 1, dtype=unit.dtype, device=dev)
+                         .index_fill_(1, torch.zeros(1, dtype=torch.long, device=dev), float("-inf")).view(1, nW * K, 1))
+    best, best_dst = torch.baddbmm(not_src, unit, dst.transpose(1, 2)).max(dim=-1)  # [B, nW*K]
+    order = best.argsort(dim=1, descending=True, stable=True)
+    sorted_tok = tok.gather(1, order)  # [merged src ; kept src ; dst]
+
+    offsets = grid.const(("batch_rows", B, G), lambda: torch.arange(0, B * G, G, device=dev).unsqueeze(1))
+    dst_rows = grid.const(("dst_rows", B, G, first_dst), lambda: offsets + first_dst)
+    target = best_dst.gather(1, order[:, :num_merge]).add_(dst_rows)
+    kept_rows = grid.const(("kept_rows", B, G, num_out), lambda: torch.arange(num_out, G, device=dev) + offsets)
+    index, values = sorted_tok[:, num_merge:], None
+    if num_out:
+        out_tok = grid.outside.expand(B, num_out)
+        out_rows = grid.const(("out_rows", B, G), lambda: torch.arange(num_out, device=dev) + offsets)
+        index = torch.cat((out_tok, sorted_tok), dim=1)
+        values = torch.cat((out_rows, target, kept_rows), dim=1)
+    else:
+        out_tok = sorted_tok[:, :0]
+        index, values = sorted_tok, torch.cat((target, kept_rows), dim=1)
+    rows = torch.empty(B, N, dtype=torch.long, device=dev).scatter_(1, index, values)
+
+    ones = grid.const(("ones", B * N), lambda: torch.ones(B * N, 1, device=dev))
+    sizes = torch.zeros(B * G, 1, device=dev).index_add_(0, rows.view(-1), ones)
+    merged = sizes.view(-1)[rows] > 1
+    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_groups=G, num_singletons=first_dst,
+                     rep_parts=(out_tok, sorted_tok[:, num_merge:]))
 
 
 def detail_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,

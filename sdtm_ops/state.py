@@ -131,6 +131,7 @@ class RunState:
         self._priority: dict[tuple, torch.Tensor] = {}
         self._cache: dict[tuple, torch.Tensor] = {}
         self._grids: dict[tuple, WindowGrid] = {}
+        self._constants: dict[tuple, torch.Tensor] = {}
         self._merges: dict[tuple, bool] = {}
         self._maps: dict[tuple[int, int], torch.Tensor] = {}  # (step, block) -> [N] groups of sample 0
         self.map_grid: tuple[int, int] | None = None
@@ -161,6 +162,14 @@ class RunState:
             self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return self._generators[key]
 
+    def constant(self, key: tuple, device: torch.device, make) -> torch.Tensor:
+        """A small tensor made once per run and device (blend weights and the like): no per-block
+        kernel launch or host-to-device copy for it."""
+        full_key = (*key, str(device))
+        if full_key not in self._constants:
+            self._constants[full_key] = make()
+        return self._constants[full_key]
+
     def grid(self, h: int, w: int, device: torch.device) -> WindowGrid:
         key = (h, w, self.config.window, str(device))
         if key not in self._grids:
@@ -178,9 +187,10 @@ class RunState:
         return counter
 
     def update_priority(self, layout: tuple, part: Partition) -> None:
-        """Add 1 to every token, then reset the tokens that stayed singletons."""
-        counter = self.priority(layout, part.group.device)
-        counter.add_(1).mul_(part.merged)
+        """Add 1 to every token, then reset the tokens that stayed singletons: ``merged * (counter + 1)``
+        in one op, written in place."""
+        counter = self.priority(layout, part.rows.device)
+        torch.addcmul(part.merged, counter, part.merged, out=counter)
 
     # -- merge maps -------------------------------------------------------------------------
     def record_partition(self, step: int, block: int, part: Partition, h: int, w: int) -> None:
@@ -190,7 +200,7 @@ class RunState:
             return
         self.map_grid = (h, w)
         dtype = torch.int16 if part.num_groups <= torch.iinfo(torch.int16).max else torch.int32
-        self._maps[(step, block)] = part.group[0].to(dtype)
+        self._maps[(step, block)] = part.rows[0].to(dtype)  # sample 0's rows are its groups
 
     def merge_maps(self) -> dict[tuple[int, int], torch.Tensor]:
         """The recorded groupings, moved to the CPU in one transfer: (step, block) -> [N] int64."""
@@ -226,4 +236,5 @@ class RunState:
         self._maps.clear()
         self._priority.clear()
         self._grids.clear()
+        self._constants.clear()
         self._generators.clear()
