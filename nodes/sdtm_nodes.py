@@ -13,8 +13,9 @@ from .presets import DEFAULT_PRESET, PRESETS, preset_config
 CATEGORY = "model_patches/sdtm"
 
 _PRESET_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in PRESETS.items())
-_PERCENT_HELP = ("Progress is the fraction of the sampler's steps: step s of S is at s/(S-1), so with 30 "
-                 "steps 0.41 means steps 0-11. ")
+_PERCENT_HELP = ("Progress is read on the model's sigma scale, as ComfyUI's own start/end percents: with "
+                 "sgm_uniform or simple, step s of S is at about s/S (30 steps: 0.41 means steps 0-12), and a "
+                 "run split over several samplers keeps the single run's plan. ")
 
 
 def _check(**values: tuple) -> str | bool:
