@@ -67,8 +67,8 @@ def test_a_split_run_gets_the_single_runs_plan_at_every_step(pack, base):
     first_report = report_of(patched, first)
     second = ksampler(patched, first, start=4, last=STEPS, add_noise=False, full_denoise=True)
     second_report = report_of(patched, second)
-    assert (first_report["first_step"], second_report["first_step"]) == (0, 4)
     assert {**plans(first_report), **plans(second_report)} == plans(single_report)
+    assert (first_report["first_step"], second_report["first_step"]) == (0, 4)
     assert second_report["progress"] == pytest.approx(single_report["progress"][4:], abs=1e-9)
     # what is not carried over: the priority counters and the blending cache (step 4 has no step-3 cache)
     split_diff = float((second - single).abs().mean())
@@ -86,8 +86,8 @@ def test_a_two_model_refiner_chain_gets_the_single_runs_plan(pack, base):
     first = ksampler(patched, empty, start=0, last=5)
     second = ksampler(refiner, first, start=5, last=STEPS, add_noise=False, full_denoise=True)
     second_report = report_of(refiner, second)
-    assert second_report["first_step"] == 5
     assert plans(second_report) == {s: p for s, p in plans(single_report).items() if s >= 5}
+    assert second_report["first_step"] == 5
 
 
 def test_heun_gets_one_plan_per_step_with_its_corrector_calls(pack, base):
@@ -95,10 +95,10 @@ def test_heun_gets_one_plan_per_step_with_its_corrector_calls(pack, base):
     out = ksampler(patched, torch.zeros(1, 16, *HW), steps=6, sampler="heun")
     report = report_of(patched, out)
     depth = len(base.get_model_object("diffusion_model").joint_blocks)
-    assert report["evaluations"] == 2 * 6 - 1  # the last step (to sigma 0) is an Euler step
     per_step = {s["step"]: s for s in report["steps"]}
     assert sorted(per_step) == list(range(6))
     assert [per_step[s]["block_calls"] for s in range(6)] == [2 * depth] * 5 + [depth]
+    assert report["evaluations"] == 2 * 6 - 1  # the last step (to sigma 0) is an Euler step
     euler = report_of(patched, ksampler(patched, torch.zeros(1, 16, *HW), steps=6))
     assert {s: p[0] for s, p in plans(report).items()} == {s: p[0] for s, p in plans(euler).items()}
     assert [s for s, p in plans(report).items() if p[0] == "full"] == [0, 3]
