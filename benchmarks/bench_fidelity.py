@@ -52,12 +52,7 @@ class Case:
 
 def advanced_inputs(pack, config) -> dict:
     """SDTM_ApplyAdvanced inputs equal to an SDTMConfig."""
-    return dict(method=config.method, ratio=config.ratio, deviation=config.deviation, switch_percent=config.switch,
-                start_percent=config.start, end_percent=config.end, window=config.window,
-                priority_weight=config.priority_weight, protect_steps_every=config.protect_every,
-                protect_blocks_every=config.protect_blocks_every, block_start=config.block_start,
-                block_end=config.block_end, cache=config.use_cache, cache_fresh_weight=config.cache_fresh_weight,
-                merge_mode=config.merge_mode, merge_seed=config.seed, round_to=config.round_to)
+    return {knob.input: getattr(config, knob.field) for knob in pack.ops.knobs.KNOBS}
 
 
 def fixture_shape(pack, model, clip):
@@ -101,7 +96,7 @@ def build_cases(pack, shape, grid, steps: int) -> list[Case]:
 
 def patched_model(pack, model, case: Case):
     if case.family == "sdtm":
-        return pack.apply.execute(model, case.node_inputs["preset"], -1.0, 0.0, 1.0, -1.0).args[0]
+        return pack.apply.execute(model, **case.node_inputs).args[0]
     return pack.advanced.execute(model, **case.node_inputs).args[0]
 
 

@@ -192,7 +192,7 @@ class SDTMMergeMap(io.ComfyNode):
         return io.Schema(
             node_id="SDTM_MergeMap",
             display_name="SDTM Merge Map",
-            category="model_patches/sdtm",
+            category="model/patch/sdtm",
             description="Shows which image tokens the sampling run of the given LATENT merged: per chosen step, every merged "
                         "group tinted in its own colour over the image, and a per-step chart of the image "
                         "tokens the attention and the MLP saw.",

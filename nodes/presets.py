@@ -1,51 +1,70 @@
 """Named SDTM settings for the simple node.
 
-Each description gives, for the node's tooltip: the FLOP-model speedup for SD3-medium / SD3.5-medium /
-SD3.5-large at 1024x1024 and 30 steps (4 for turbo; tests/test_presets.py checks them against
-sdtm_ops.cost, ``python -m benchmarks.flop_table`` prints more), the speedup measured on CPU
-(benchmarks/bench_speed.py, SD3-medium configuration, 512x512, 10 steps; for turbo 1024x1024, 4 steps)
-and the mean PSNR against the unmerged image on the photo fixture (benchmarks/bench_fidelity.py, by
-which the presets were chosen). The runs behind them are in docs/BENCHMARKS.md.
+Each preset's description (the SDTM node's tooltip) states its settings and the FLOP-model speedup
+``sdtm_ops.cost`` computes for SD3-medium / SD3.5-medium / SD3.5-large at 1024x1024 (30 steps; 4 for
+turbo). Measured figures (CPU speedups, fidelity on the photo fixture, by which the presets were chosen)
+change with each benchmark run and live in docs/BENCHMARKS.md and its committed JSON.
 """
 from __future__ import annotations
 
-from ..sdtm_ops import SDTMConfig
+from ..sdtm_ops import MODEL_SHAPES, SDTMConfig, schedule_cost, token_grid
 
-PRESETS: dict[str, tuple[SDTMConfig, str]] = {
-    "reference": (
-        SDTMConfig(),
-        "the official release's defaults: ratio 0.3 +/- 0.2, structure phase for the first 41% of the steps, "
-        "every 3rd step full with cache blending. FLOP model 1.23x / 1.22x / 1.23x (SD3-medium / SD3.5-medium "
-        "/ SD3.5-large, 1024x1024, 30 steps); measured 1.15x on CPU; photo fixture 21.1 dB PSNR"),
-    "balanced": (
-        SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3),
-        "ratio 0.5 +/- 0.2, every 3rd step full with cache blending: the reference's fidelity at more speed. "
-        "FLOP model 1.37x / 1.35x / 1.38x; measured 1.25x on CPU; photo fixture 20.7 dB PSNR"),
-    "fast": (
-        SDTMConfig(ratio=0.5, deviation=0.2, protect_every=0, use_cache=False),
-        "ratio 0.5 +/- 0.2, no full steps, no cache: the most speed, some loss of fidelity. "
-        "FLOP model 1.70x / 1.64x / 1.72x; measured 1.53x on CPU; photo fixture 16.1 dB PSNR"),
-    "turbo": (
-        SDTMConfig(ratio=0.15, deviation=0.05, protect_every=0, use_cache=False),
-        "for 4-8 step models (SD3.5-large-turbo): merges little, ratio 0.15 +/- 0.05, no full steps, no cache; "
-        "few steps leave little to gain. FLOP model 1.16x / 1.16x / 1.16x at 4 steps; "
-        "measured 1.11x on CPU at 1024x1024, 4 steps; photo fixture 18.2 dB PSNR"),
+FLOP_MODELS = ("sd3-medium", "sd3.5-medium", "sd3.5-large")
+FLOP_SIZE, FLOP_STEPS = 1024, 30
+
+# name -> (settings, what the preset is for, steps the FLOP model is stated at)
+_PRESETS: dict[str, tuple[SDTMConfig, str, int]] = {
+    "reference": (SDTMConfig(), "the official release's defaults", FLOP_STEPS),
+    "balanced": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3),
+                 "more merging than the reference, with its full steps and cache blending", FLOP_STEPS),
+    "fast": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=0, use_cache=False),
+             "the most speed, some loss of fidelity", FLOP_STEPS),
+    "turbo": (SDTMConfig(ratio=0.15, deviation=0.05, protect_every=0, use_cache=False),
+              "for 4-8 step models (SD3.5-large-turbo): merges little, as few steps leave little to gain", 4),
 }
-
 DEFAULT_PRESET = "balanced"
 
 
-def preset_config(name: str, ratio: float | None = None, switch: float | None = None,
-                  start: float = 0.0, end: float = 1.0) -> SDTMConfig:
-    """A preset's settings with the simple node's overrides. A ratio override scales the preset's
-    deviation with it, so the schedule keeps its shape and ratio 0 turns merging off."""
+def settings_text(config: SDTMConfig) -> str:
+    """The settings that tell presets apart, in words."""
+    full = (f"every {config.protect_every}{'rd' if config.protect_every == 3 else 'th'} step full"
+            if config.protect_every else "no full steps")
+    cache = "with cache blending" if config.caches else "no cache"
+    return (f"ratio {config.ratio:g} +/- {config.deviation:g}, structure phase up to progress {config.switch:g}, "
+            f"{full}, {cache}")
+
+
+def flop_speedups(config: SDTMConfig, steps: int) -> list[float]:
+    """FLOP-model speedups for ``FLOP_MODELS`` at FLOP_SIZE x FLOP_SIZE and ``steps`` steps."""
+    grid = token_grid(FLOP_SIZE, FLOP_SIZE)
+    return [schedule_cost(MODEL_SHAPES[name], grid, config, steps).speedup for name in FLOP_MODELS]
+
+
+def describe(config: SDTMConfig, purpose: str, steps: int) -> str:
+    speedups = " / ".join(f"{value:.2f}x" for value in flop_speedups(config, steps))
+    return (f"{purpose}: {settings_text(config)}. FLOP model {speedups} ({' / '.join(FLOP_MODELS)}, "
+            f"{FLOP_SIZE}x{FLOP_SIZE}, {steps} steps)")
+
+
+PRESETS: dict[str, tuple[SDTMConfig, str]] = {
+    name: (config, describe(config, purpose, steps)) for name, (config, purpose, steps) in _PRESETS.items()}
+
+
+def preset_tooltip() -> str:
+    """The SDTM node's preset tooltip: every preset's description."""
+    return ("How to merge. Measured speedups and fidelity: docs/BENCHMARKS.md. "
+            + "; ".join(f"{name}: {text}" for name, (_, text) in PRESETS.items()))
+
+
+def preset_config(name: str, **overrides) -> SDTMConfig:
+    """A preset's settings with the SDTM node's overrides (SDTMConfig fields; None keeps the preset's
+    value). A ratio override scales the preset's deviation with it, so the schedule keeps its shape
+    and ratio 0 turns merging off."""
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {name!r}")
     config = PRESETS[name][0]
-    changes: dict = {"start": start, "end": end}
-    if ratio is not None:
-        scale = ratio / config.ratio if config.ratio else 0.0
-        changes.update(ratio=ratio, deviation=min(1.0, config.deviation * scale))
-    if switch is not None:
-        changes["switch"] = switch
+    changes = {field: value for field, value in overrides.items() if value is not None}
+    if "ratio" in changes:
+        scale = changes["ratio"] / config.ratio if config.ratio else 0.0
+        changes["deviation"] = min(1.0, config.deviation * scale)
     return config.replace(**changes)

@@ -1,37 +1,84 @@
 """The SDTM nodes: schema, validation, and the patched clone."""
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 
 from comfy_api.latest import io
 
-from ..sdtm_ops import METHODS, MERGE_MODES, SDTMConfig
+from ..sdtm_ops import SDTMConfig
+from ..sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE, Knob, knob_problem, order_problem
 from .hook import patch_model, run_of_latent
 from .merge_map import SDTMMergeMap
-from .presets import DEFAULT_PRESET, PRESETS, preset_config
+from .presets import DEFAULT_PRESET, PRESETS, preset_config, preset_tooltip
 
-CATEGORY = "model_patches/sdtm"
-
-_PRESET_HELP = "; ".join(f"{name}: {text}" for name, (_, text) in PRESETS.items())
-_PERCENT_HELP = ("Progress is read on the model's sigma scale, as ComfyUI's own start/end percents: with "
-                 "sgm_uniform or simple, step s of S is at about s/S (30 steps: 0.41 means steps 0-12), and a "
-                 "run split over several samplers keeps the single run's plan. ")
+CATEGORY = "model/patch/sdtm"  # where ComfyUI files its own model patches
+SEARCH_ALIASES = ["token merging", "tome", "sdtm", "merge tokens", "speed up", "faster", "acceleration",
+                  "structure then detail", "sd3", "sd3.5", "mmdit"]
+SIMPLE_KNOBS = tuple(sorted((k for k in KNOBS if k.sdtm_position is not None), key=lambda k: k.sdtm_position))
 
 
-def _check(**values: tuple) -> str | bool:
-    """Range checks for the inputs a node's validate_inputs takes (ComfyUI skips its own min/max
-    check for exactly those inputs). ``values``: name -> (value, lowest, highest). Linked inputs
-    (None here) are checked when the node runs."""
-    for name, (value, lo, hi) in values.items():
-        if value is not None and not lo <= value <= hi:
-            return f"{name} must be in [{lo}, {hi}], got {value}"
-    return True
+def schema(**arguments) -> io.Schema:
+    """io.Schema with the arguments this host's ComfyUI knows: newer hosts take ``search_aliases``,
+    ComfyUI 0.3.75 raises TypeError on it."""
+    known = {f.name for f in dataclasses.fields(io.Schema)}
+    return io.Schema(**{name: value for name, value in arguments.items() if name in known})
 
 
-def _order(first: str, a, second: str, b, allow_minus_one: bool = False) -> str | bool:
-    if a is None or b is None or (allow_minus_one and b == -1) or a <= b:
-        return True
-    return f"{first} ({a}) must not be greater than {second} ({b})" + (" (or -1)" if allow_minus_one else "")
+def knob_input(knob: Knob, sdtm_node: bool = False) -> io.Input:
+    """The widget of one knob; ``sdtm_node``: as the SDTM node shows it (-1 = the preset's value)."""
+    low, high = knob.bounds(sdtm_node)
+    override = sdtm_node and knob.preset_override
+    default = PRESET_VALUE if override else knob.default
+    tooltip = (f"{PRESET_VALUE} keeps the preset's value. Otherwise: " if override else "") + knob.tooltip
+    if knob.kind is float:
+        return io.Float.Input(knob.input, default=float(default), min=low, max=high, step=knob.step, tooltip=tooltip)
+    if knob.kind is int:
+        return io.Int.Input(knob.input, default=default, min=low, max=high, control_after_generate=False,
+                            tooltip=tooltip)
+    if knob.kind is bool:
+        return io.Boolean.Input(knob.input, default=default, tooltip=tooltip)
+    return io.Combo.Input(knob.input, options=list(knob.choices), default=default, tooltip=tooltip)
+
+
+def _needs_own_check(knob: Knob) -> bool:
+    """Inputs ComfyUI's own validation does not fully check: floats (it lets NaN through), choices (0.3.75
+    does not check a V3 node's combo values) and the ordered pairs."""
+    return knob.kind in (float, str) or knob.field in ("block_start", "block_end")
+
+
+def knob_problems(values: dict, sdtm_node: bool = False, linked_ok: bool = True) -> str | None:
+    """The first problem with node inputs ``values`` (input name -> value), naming the input and the range
+    the node shows. None values (linked inputs during validation, or missing ones, which ComfyUI
+    reports itself) are skipped when ``linked_ok``; so are text in a number input, which ComfyUI
+    failed to convert and reported itself."""
+    fields = {}
+    for name, value in values.items():
+        knob = KNOB_BY_INPUT[name]
+        if value is None or (linked_ok and knob.kind in (int, float) and isinstance(value, str)):
+            continue
+        if sdtm_node and knob.preset_override and isinstance(value, (int, float)) and value < 0:
+            continue  # the preset's value
+        problem = knob_problem(knob, value, knob.input, knob.bounds(sdtm_node))
+        if problem:
+            return problem
+        fields[knob.field] = value
+    return order_problem(fields, named="input")
+
+
+def _validator(checked: tuple[str, ...], sdtm_node: bool):
+    """A validate_inputs taking exactly the ``checked`` inputs, each optional: ComfyUI passes only the
+    inputs a node's validate_inputs names, and skips its own min/max check for those."""
+    def validate_inputs(cls, **values) -> str | bool:
+        preset = values.pop("preset", None)
+        if preset is not None and preset not in PRESETS:
+            return f"preset must be one of {', '.join(PRESETS)}, got {preset!r}"
+        return knob_problems(values, sdtm_node) or True
+    parameters = [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in checked]
+    validate_inputs.__signature__ = inspect.Signature(parameters)
+    return classmethod(validate_inputs)
 
 
 class SDTMApply(io.ComfyNode):
@@ -39,51 +86,43 @@ class SDTMApply(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="SDTM_Apply",
             display_name="SDTM (SD3 / SD3.5)",
             category=CATEGORY,
+            search_aliases=SEARCH_ALIASES,
             description=("Structure-then-Detail Token Merging: speeds up SD3 / SD3.5 by merging redundant "
                          "image tokens in the MMDiT blocks; whole uniform windows in the early steps, "
                          "single tokens into their best partner in the late steps."),
             inputs=[
                 io.Model.Input("model", tooltip="An SD3-family model (SD3-medium, SD3.5-medium, SD3.5-large, "
                                                 "SD3.5-large-turbo). It is not modified: a patched copy is returned."),
-                io.Combo.Input("preset", options=list(PRESETS), default=DEFAULT_PRESET,
-                               tooltip="How to merge. Figures: FLOP-model speedup for SD3-medium / SD3.5-medium / "
-                                       "SD3.5-large at 1024x1024, 30 steps; speedup measured on a 2-core CPU "
-                                       "(SD3-medium, 512x512, 10 steps; docs/BENCHMARKS.md); PSNR against the "
-                                       "unmerged image on the pack's photo fixture. " + _PRESET_HELP),
-                io.Float.Input("ratio", default=-1.0, min=-1.0, max=0.95, step=0.01,
-                               tooltip="-1 uses the preset's ratio. Otherwise the centre of the ratio schedule: "
-                                       "the fraction of image tokens merged away in the middle of sampling "
-                                       "(more at the start, less at the end, as the preset shapes it). "
-                                       "0 turns merging off."),
-                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
-                               tooltip=_PERCENT_HELP + "Merging starts at this progress."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
-                               tooltip=_PERCENT_HELP + "Merging stops after this progress."),
-                io.Float.Input("switch_percent", default=-1.0, min=-1.0, max=1.0, step=0.01,
-                               tooltip="-1 uses the preset's (0.41). Otherwise the last progress of the "
-                                       "structure phase (whole windows merged, attention shortened); later "
-                                       "steps are detail steps (single tokens merged, MLP only). "
-                                       + _PERCENT_HELP),
+                io.Combo.Input("preset", options=list(PRESETS), default=DEFAULT_PRESET, tooltip=preset_tooltip()),
+                *(knob_input(knob, sdtm_node=True) for knob in SIMPLE_KNOBS),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens with SDTM.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, start_percent: float, end_percent: float) -> str | bool:
-        checked = _check(start_percent=(start_percent, 0.0, 1.0), end_percent=(end_percent, 0.0, 1.0))
-        return checked if checked is not True else _order("start_percent", start_percent, "end_percent", end_percent)
+    validate_inputs = _validator(("preset", *(k.input for k in SIMPLE_KNOBS if _needs_own_check(k))), sdtm_node=True)
 
     @classmethod
-    def execute(cls, model, preset: str, ratio: float, start_percent: float, end_percent: float,
-                switch_percent: float) -> io.NodeOutput:
-        config = preset_config(preset, ratio=None if ratio < 0 else ratio,
-                               switch=None if switch_percent < 0 else switch_percent,
-                               start=start_percent, end=end_percent)
-        return io.NodeOutput(patch_model(model, config, label=f"preset {preset}"))
+    def execute(cls, model, preset: str = DEFAULT_PRESET, *values, **knobs) -> io.NodeOutput:
+        """``knobs``: the SDTM node's knob inputs by name (``values``: the same in the node's input order);
+        a missing one (or -1 where that keeps the preset's value) takes the preset's."""
+        if len(values) > len(SIMPLE_KNOBS):
+            raise TypeError(f"SDTM_Apply takes {len(SIMPLE_KNOBS)} knob inputs, got {len(values)}")
+        knobs = {**{knob.input: value for knob, value in zip(SIMPLE_KNOBS, values)}, **knobs}
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        unknown = set(knobs) - {k.input for k in SIMPLE_KNOBS}
+        if unknown:
+            raise TypeError(f"SDTM_Apply has no input {', '.join(sorted(unknown))}")
+        problem = knob_problems(knobs, sdtm_node=True, linked_ok=False)
+        if problem:
+            raise ValueError(problem)
+        overrides = {KNOB_BY_INPUT[name].field: value for name, value in knobs.items()
+                     if not (KNOB_BY_INPUT[name].preset_override and value < 0)}
+        return io.NodeOutput(patch_model(model, preset_config(preset, **overrides), label=f"preset {preset}"))
 
 
 class SDTMApplyAdvanced(io.ComfyNode):
@@ -91,86 +130,32 @@ class SDTMApplyAdvanced(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        d = SDTMConfig()
-        return io.Schema(
+        return schema(
             node_id="SDTM_ApplyAdvanced",
             display_name="SDTM Advanced",
             category=CATEGORY,
+            search_aliases=SEARCH_ALIASES,
             description="SDTM with every setting of the method exposed; defaults are the official release's.",
             inputs=[
                 io.Model.Input("model", tooltip="An SD3-family model. It is not modified: a patched copy is returned."),
-                io.Combo.Input("method", options=list(METHODS), default=d.method,
-                               tooltip="sdtm: structure-then-detail merging. tome: plain ToMe (random dst per "
-                                       "window, global bipartite matching, attention and MLP merged on every "
-                                       "merged step) on the same ratio schedule, for A/B comparisons."),
-                io.Float.Input("ratio", default=d.ratio, min=0.0, max=1.0, step=0.01,
-                               tooltip="Centre of the cosine ratio schedule (fraction of image tokens merged away)."),
-                io.Float.Input("deviation", default=d.deviation, min=0.0, max=1.0, step=0.01,
-                               tooltip="Half-range of the schedule: ratio + deviation at the first step, "
-                                       "ratio - deviation at the last (clamped to 0..1)."),
-                io.Float.Input("switch_percent", default=d.switch, min=0.0, max=1.0, step=0.01,
-                               tooltip="Last progress of the structure phase. " + _PERCENT_HELP),
-                io.Float.Input("start_percent", default=d.start, min=0.0, max=1.0, step=0.01,
-                               tooltip="Merging starts at this progress. " + _PERCENT_HELP),
-                io.Float.Input("end_percent", default=d.end, min=0.0, max=1.0, step=0.01,
-                               tooltip="Merging stops after this progress. " + _PERCENT_HELP),
-                io.Int.Input("window", default=d.window, min=2, max=8,
-                             tooltip="Window side k: k x k token windows (2 = 2x2, as in the paper). Tokens "
-                                     "outside whole windows are never merged."),
-                io.Float.Input("priority_weight", default=d.priority_weight, min=0.0, max=10.0, step=0.01,
-                               tooltip="a_s: how much windows of long-merged tokens are favoured in the "
-                                       "structure phase, keeping merge patterns stable over time."),
-                io.Int.Input("protect_steps_every", default=d.protect_every, min=0, max=1000,
-                             tooltip="Every P-th step (s % P == 0) runs at full length and refreshes the "
-                                     "cache. 0 = off."),
-                io.Int.Input("protect_blocks_every", default=d.protect_blocks_every, min=0, max=1000,
-                             tooltip="f > 0: blocks l % f == 0 and the last block never merge. 0 = off."),
-                io.Int.Input("block_start", default=d.block_start, min=0, max=1000,
-                             tooltip="First joint block that merges (0-based)."),
-                io.Int.Input("block_end", default=d.block_end, min=-1, max=1000,
-                             tooltip="Last joint block that merges; -1 = the model's last block."),
-                io.Boolean.Input("cache", default=d.use_cache,
-                                 tooltip="Keep the protected steps' attention and MLP outputs and blend them "
-                                         "into merged positions. Costs two full-size tensors per block "
-                                         "(the summary logs the size); freed when sampling ends."),
-                io.Float.Input("cache_fresh_weight", default=d.cache_fresh_weight, min=0.0, max=1.0, step=0.01,
-                               tooltip="mcw: weight of the fresh value at merged positions when blending "
-                                       "(1 = no blending)."),
-                io.Combo.Input("merge_mode", options=list(MERGE_MODES), default=d.merge_mode,
-                               tooltip="mean: a group becomes the mean of its tokens. prune: it keeps its dst "
-                                       "token's value (the reference's pseudo-merge)."),
-                io.Int.Input("merge_seed", default=d.seed, min=-1, max=0xFFFFFFFFFFFFFFFF, control_after_generate=False,
-                             tooltip="Seed of the merge RNG (random dst choices); -1 = the sampler's seed."),
-                io.Int.Input("round_to", default=d.round_to, min=1, max=1024,
-                             tooltip="Merged counts are rounded down to a multiple of this (16 in the "
-                                     "reference; multiples of 8 or 16 suit GPU kernels)."),
+                *(knob_input(knob) for knob in KNOBS),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens.")],
         )
 
-    @classmethod
-    def validate_inputs(cls, start_percent: float, end_percent: float, block_start: int, block_end: int) -> str | bool:
-        for result in (
-                _check(start_percent=(start_percent, 0.0, 1.0), end_percent=(end_percent, 0.0, 1.0),
-                       block_start=(block_start, 0, 1000), block_end=(block_end, -1, 1000)),
-                _order("start_percent", start_percent, "end_percent", end_percent),
-                _order("block_start", block_start, "block_end", block_end, allow_minus_one=True)):
-            if result is not True:
-                return result
-        return True
+    validate_inputs = _validator(tuple(k.input for k in KNOBS if _needs_own_check(k)), sdtm_node=False)
 
     @classmethod
-    def execute(cls, model, method: str, ratio: float, deviation: float, switch_percent: float,
-                start_percent: float, end_percent: float, window: int, priority_weight: float,
-                protect_steps_every: int, protect_blocks_every: int, block_start: int, block_end: int,
-                cache: bool, cache_fresh_weight: float, merge_mode: str, merge_seed: int, round_to: int) -> io.NodeOutput:
-        config = SDTMConfig(method=method, ratio=ratio, deviation=deviation, switch=switch_percent,
-                            start=start_percent, end=end_percent, window=window, priority_weight=priority_weight,
-                            protect_every=protect_steps_every, protect_blocks_every=protect_blocks_every,
-                            block_start=block_start, block_end=block_end, use_cache=cache,
-                            cache_fresh_weight=cache_fresh_weight, merge_mode=merge_mode, seed=merge_seed,
-                            round_to=round_to)
-        return io.NodeOutput(patch_model(model, config, label=f"advanced {method}"))
+    def execute(cls, model, **knobs) -> io.NodeOutput:
+        """``knobs``: knob inputs by name (``sdtm_ops.knobs.KNOBS``); a missing one takes its default."""
+        unknown = set(knobs) - set(KNOB_BY_INPUT)
+        if unknown:
+            raise TypeError(f"SDTM_ApplyAdvanced has no input {', '.join(sorted(unknown))}")
+        problem = knob_problems(knobs, linked_ok=False)
+        if problem:
+            raise ValueError(problem)
+        config = SDTMConfig(**{KNOB_BY_INPUT[name].field: value for name, value in knobs.items()})
+        return io.NodeOutput(patch_model(model, config, label=f"advanced {config.method}"))
 
 
 class SDTMRunReport(io.ComfyNode):

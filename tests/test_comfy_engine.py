@@ -1,11 +1,14 @@
 """The SDTM nodes inside ComfyUI's real execution engine (validate_prompt + PromptExecutor), with the
 tiny model loaded from safetensors files by UNETLoader, CLIPLoader and VAELoader."""
 import asyncio
+import dataclasses
 import inspect
 import os
 
 import pytest
 
+from sdtm_ops.config import SDTMConfig
+from sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE
 from tools.comfy_env import import_comfy, load_pack, prompt_executor, register_model_dir
 from tools.tiny_sd3 import write_tiny_bundle
 
@@ -44,13 +47,10 @@ def text_to_image(names, sdtm_node: dict) -> dict:
     }
 
 
-SIMPLE = {"class_type": "SDTM_Apply", "inputs": {"preset": "fast", "ratio": -1.0, "start_percent": 0.0,
-                                                 "end_percent": 1.0, "switch_percent": -1.0}}
-ADVANCED = {"class_type": "SDTM_ApplyAdvanced", "inputs": {
-    "method": "sdtm", "ratio": 0.3, "deviation": 0.2, "switch_percent": 0.41, "start_percent": 0.0,
-    "end_percent": 1.0, "window": 2, "priority_weight": 0.05, "protect_steps_every": 3, "protect_blocks_every": 0,
-    "block_start": 0, "block_end": -1, "cache": True, "cache_fresh_weight": 0.1, "merge_mode": "mean",
-    "merge_seed": -1, "round_to": 16}}
+SIMPLE = {"class_type": "SDTM_Apply", "inputs": {
+    "preset": "fast", **{k.input: PRESET_VALUE if k.preset_override else k.default for k in KNOBS
+                         if k.sdtm_position is not None}}}
+ADVANCED = {"class_type": "SDTM_ApplyAdvanced", "inputs": {k.input: k.default for k in KNOBS}}
 
 
 def validate(engine, prompt):
@@ -80,6 +80,7 @@ def test_prompt_runs_through_the_execution_engine(engine, node):
     (SIMPLE, {"ratio": 2.0}, "ratio"),
     (SIMPLE, {"start_percent": 1.5}, "start_percent"),
     (SIMPLE, {"start_percent": 0.8, "end_percent": 0.2}, "start_percent"),
+    (SIMPLE, {"ratio": 0.97}, "ratio"),
     (ADVANCED, {"window": 1}, "window"),
     (ADVANCED, {"cache_fresh_weight": 1.5}, "cache_fresh_weight"),
     (ADVANCED, {"block_start": 4, "block_end": 2}, "block_start"),
@@ -98,17 +99,79 @@ def test_out_of_range_inputs_fail_validation_by_name(engine, node, inputs, name)
     (ADVANCED, {"method": "random"}, "method"),
     (ADVANCED, {"merge_mode": "max"}, "merge_mode"),
 ])
-def test_unknown_choices_are_refused_by_name(engine, node, inputs, name):
-    """ComfyUI 0.3.75 does not check V3 combo values when validating; then the node refuses them."""
+def test_unknown_choices_are_refused_before_execution(engine, node, inputs, name):
     prompt = text_to_image(engine["names"], with_inputs(node, **inputs))
     valid, error, outputs, node_errors = validate(engine, prompt)
-    if not valid:
-        assert any(e["extra_info"].get("input_name") == name for e in node_errors["5"]["errors"])
-        return
-    engine["executor"].execute(prompt, f"bad-{name}", {}, outputs)
+    assert not valid
+    assert all(f"{name} must be one of" in e["details"] for e in node_errors["5"]["errors"]), node_errors
+
+
+@pytest.mark.parametrize("node", [SIMPLE, ADVANCED], ids=["simple", "advanced"])
+@pytest.mark.parametrize("name", ["ratio", "switch_percent", "start_percent"])
+def test_nan_is_refused_before_execution_by_name(engine, node, name):
+    prompt = text_to_image(engine["names"], with_inputs(node, **{name: float("nan")}))
+    valid, error, outputs, node_errors = validate(engine, prompt)
+    assert not valid
+    errors = node_errors["5"]["errors"]
+    assert all(f"{name} must be a number in" in e["details"] for e in errors), errors
+
+
+@pytest.mark.parametrize("node", [SIMPLE, ADVANCED], ids=["simple", "advanced"])
+@pytest.mark.parametrize("name", ["start_percent", "end_percent", "ratio"])
+def test_missing_and_non_numeric_inputs_get_comfyuis_own_message_once(engine, node, name):
+    for change, kind in ((None, "required_input_missing"), ("abc", "invalid_input_type")):
+        inputs = {k: v for k, v in node["inputs"].items() if k != name or change is not None}
+        if change is not None:
+            inputs[name] = change
+        prompt = text_to_image(engine["names"], {**node, "inputs": inputs})
+        valid, error, outputs, node_errors = validate(engine, prompt)
+        assert not valid
+        errors = node_errors["5"]["errors"]
+        assert [(e["type"], e["extra_info"]["input_name"]) for e in errors] == [(kind, name)], errors
+
+
+def test_a_linked_value_out_of_the_widgets_range_is_refused_with_that_range(engine):
+    prompt = text_to_image(engine["names"], with_inputs(SIMPLE, ratio=["20", 0]))
+    prompt["20"] = {"class_type": "PrimitiveFloat", "inputs": {"value": 5.0}}
+    valid, error, outputs, node_errors = validate(engine, prompt)
+    assert valid, (error, node_errors)  # a linked value is known only when the graph runs
+    engine["executor"].execute(prompt, "linked-ratio", {}, outputs)
     assert not engine["executor"].success
     message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
-    assert f"{name} must be one of" in message
+    low, high = KNOB_BY_INPUT["ratio"].bounds(sdtm_node=True)
+    assert f"ratio must be in [{low}, {high}], got 5.0" in message
+
+
+def test_every_config_field_has_a_knob_and_the_nodes_show_the_table(engine):
+    pack = load_pack()
+    assert [f.name for f in dataclasses.fields(SDTMConfig)] == [k.field for k in KNOBS]
+    assert len({k.input for k in KNOBS}) == len(KNOBS)
+    advanced = pack.advanced.define_schema()
+    assert [i.id for i in advanced.inputs] == ["model", *(k.input for k in KNOBS)]
+    simple = pack.apply.define_schema()
+    shown = sorted((k for k in KNOBS if k.sdtm_position is not None), key=lambda k: k.sdtm_position)
+    assert [i.id for i in simple.inputs] == ["model", "preset", *(k.input for k in shown)]
+    types = pack.advanced.INPUT_TYPES()["required"]
+    for knob in KNOBS:
+        options = types[knob.input][1]
+        assert options["default"] == knob.default and options["tooltip"] == knob.tooltip
+        if knob.low is not None:
+            assert (options["min"], options["max"]) == (knob.low, knob.high)
+    assert SDTMConfig() == SDTMConfig(**{k.field: types[k.input][1]["default"] for k in KNOBS})
+    for schema in (simple, advanced):
+        assert schema.category == "model/patch/sdtm"
+
+
+def test_search_aliases_reach_hosts_that_take_them(engine):
+    """0.3.75's io.Schema has no search_aliases (passing it raises TypeError); newer hosts list them."""
+    from comfy_api.latest import io
+    pack = load_pack()
+    schema = pack.apply.define_schema()
+    if "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}:
+        assert "token merging" in schema.search_aliases and "tome" in schema.search_aliases
+    else:
+        with pytest.raises(TypeError):
+            io.Schema(node_id="x", search_aliases=["tome"])
 
 
 def test_a_block_range_past_the_model_fails_with_the_input_names(engine):

@@ -23,16 +23,13 @@ def models():
     return {name: tiny_model(name, seed=i) for i, name in enumerate(VARIANTS)}
 
 
-def apply(pack, model, preset="fast", ratio=-1.0, start=0.0, end=1.0, switch=-1.0):
-    return pack.apply.execute(model, preset, ratio, start, end, switch).args[0]
+def apply(pack, model, preset="fast", **knobs):
+    return pack.apply.execute(model, preset, **knobs).args[0]
 
 
-def advanced(pack, model, **kw):
-    d = dict(method="sdtm", ratio=0.3, deviation=0.2, switch_percent=0.41, start_percent=0.0, end_percent=1.0,
-             window=2, priority_weight=0.05, protect_steps_every=3, protect_blocks_every=0, block_start=0,
-             block_end=-1, cache=True, cache_fresh_weight=0.1, merge_mode="mean", merge_seed=-1, round_to=16)
-    d.update(kw)
-    return pack.advanced.execute(model, **d).args[0]
+def advanced(pack, model, **knobs):
+    """SDTM Advanced with its defaults (``sdtm_ops.knobs.KNOBS``) but for ``knobs``."""
+    return pack.advanced.execute(model, **knobs).args[0]
 
 
 def options_snapshot(model):
@@ -46,7 +43,7 @@ def test_no_merging_is_bit_identical(pack, models, variant):
     base = sample(model, steps=4)
     for patched in (apply(pack, model, ratio=0.0),
                     advanced(pack, model, ratio=0.0, deviation=0.0),
-                    apply(pack, model, start=0.5, end=0.6)):  # no step of 4 has progress in [0.5, 0.6]
+                    apply(pack, model, start_percent=0.5, end_percent=0.6)):  # no step of 4 has progress in [0.5, 0.6]
         assert torch.equal(sample(patched, steps=4), base)
 
 

@@ -29,13 +29,13 @@ CAPTIONS = [  # COCO-style integer ids; the long caption encodes to more text to
 SIZE = ["--height", "128", "--width", "128", "--steps", "3", "--batch-size", "4"]
 
 
-def run_cli(*args: str, torchrun: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, torchrun: int = 0, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """The CLI in a new process (torchrun > 0: that many processes). Every process gets one CPU thread,
     as torchrun gives each of its workers: on a CPU the thread count changes how torch splits its
     sums, hence the last bits of the images, so one thread everywhere makes the files comparable."""
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [])
     return subprocess.run([*launcher, "-m", "tools.evaluate", *args], check=False, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def sha256(path: Path) -> str:
@@ -125,7 +125,9 @@ def test_sdtm_differs_from_unmerged_and_compare_reports_finite_psnr_ssim(setup, 
         assert values["ssim"] == pytest.approx(ssim(a, b).item(), rel=1e-9)
         assert 0 < values["ssim"] < 1
     assert f"{report['psnr']['mean']:.2f}" in result.stdout and f"{report['ssim']['mean']:.4f}" in result.stdout
-    assert "FID" in result.stdout and "CLIP score" in result.stdout  # said why they are not computed
+    assert report["fid"] is None and report["clip_score"] is None
+    for reason in ("not computed: give --fid-ref DIR", "not computed: give --caption-path FILE"):  # says why
+        assert reason in result.stdout
 
 
 def test_torchrun_two_processes_write_the_same_files_as_one(setup, merged):
@@ -223,7 +225,54 @@ def test_bad_input_fails_in_one_line_before_any_model_loads(setup, tmp_path):
                 or expected not in lines[0]:
             failures.append((name, result.returncode, result.stderr[-800:]))
     assert not failures
-    assert not list((tmp_path / "out").glob("*.jpg"))
+    assert not (tmp_path / "out").exists()  # no empty output folder is left behind
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The error line (ComfyUI's own import warnings aside, where it was imported)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("python -m tools.evaluate: error:")]
+    assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, \
+        (result.returncode, result.stderr[-3000:])
+    return lines[0]
+
+
+def test_bad_ranks_block_ranges_and_model_files_fail_in_one_line(setup, tmp_path):
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header}")
+    good = ["sample", "--caption-path", str(setup["captions"]), *setup["model"], *SIZE]
+    cases = [  # (extra arguments, environment, text of the error line)
+        ([], {"RANK": "abc"}, "RANK, WORLD_SIZE and LOCAL_RANK must be integers"),
+        ([], {"RANK": "2", "WORLD_SIZE": "2"}, "RANK 2 is not in [0, WORLD_SIZE 2)"),
+        (["--block-start", "9"], {}, "--block-start 9: the model has 3 joint blocks"),
+        (["--block-end", "5"], {}, "--block-end 5: the model has 3 joint blocks"),
+        (["--unet", str(corrupt)], {}, "not a readable safetensors file"),
+    ]
+    for number, (extra, env, expected) in enumerate(cases):
+        output = tmp_path / f"out{number}"
+        line = one_error_line(run_cli(*good, "--output-path", str(output), *extra, env=env))
+        assert expected in line, (extra, env, line)
+        assert not output.exists(), (extra, env)
+
+
+def test_the_cli_offers_every_knob(setup):
+    sample_parser = evaluate.build_parser()._subparsers._group_actions[0].choices["sample"]
+    options = {option for action in sample_parser._actions for option in action.option_strings}
+    from sdtm_ops.knobs import KNOBS
+    assert {knob.option for knob in KNOBS} <= options
+    args = evaluate.build_parser().parse_args(["sample", "--caption-path", "x", "--output-path", "y",
+                                               "--cache", "false", "--merge-mode", "prune", "--window", "3"])
+    assert (args.cache, args.merge_mode, args.window) == (False, "prune", 3)
+
+
+def test_compare_checks_images_and_settings_before_any_metric_work(unmerged, merged, tmp_path):
+    import shutil
+    for number, (name, content) in enumerate(((evaluate.SETTINGS_FILE, "{not json"), ("000000000139.jpg", "not an image"))):
+        folder = tmp_path / f"a{number}"
+        shutil.copytree(merged["dir"], folder)
+        (folder / name).write_text(content)
+        report = tmp_path / f"report{number}.json"
+        line = one_error_line(run_cli("compare", str(folder), str(unmerged["dir"]), "--json", str(report)))
+        assert name in line and not report.exists(), line
 
 
 def test_a_bad_sampler_name_is_refused_before_any_model_loads(setup, tmp_path):

@@ -16,10 +16,7 @@ def run():
     pack = load_pack()
     nodes = import_comfy()
     model = tiny_model("sd3.5-medium", seed=4)
-    patched = pack.advanced.execute(
-        model, method="sdtm", ratio=0.4, deviation=0.2, switch_percent=0.41, start_percent=0.0, end_percent=1.0,
-        window=2, priority_weight=0.05, protect_steps_every=4, protect_blocks_every=0, block_start=0, block_end=-1,
-        cache=True, cache_fresh_weight=0.1, merge_mode="mean", merge_seed=-1, round_to=8).args[0]
+    patched = pack.advanced.execute(model, ratio=0.4, protect_steps_every=4, round_to=8).args[0]
     with BlockProbe(patched, 154) as probe:
         sample(probe.model, latent_hw=LATENT, steps=STEPS, cfg=3.0)
     info = patched.model_options["transformer_options"]["sdtm"]

@@ -49,7 +49,8 @@ DEPTH = 3  # hidden = 64 * depth, heads = depth (SD3's rule, which ComfyUI's det
 # 128 (depth 2 by SD3's rule), so that it stays small (11 MB) and trains in about the first one's time.
 # ComfyUI derives the width, not the block count, from the weights: tools.photo_codec.load_fixture
 # builds it with MMDiT's own ``num_blocks`` argument.
-DEEP_DEPTH, DEEP_BLOCKS = 2, 8
+# It trains for half the first fixture's steps, to fit one working session on 2 shared cores.
+DEEP_DEPTH, DEEP_BLOCKS, DEEP_STEPS = 2, 8, 3000
 POS_EMBED_MAX = 32  # token grids up to 32 x 32 (latents up to 64 x 64, images up to 128 x 128 pixels)
 CONTEXT_DIM = 4096  # SD3's context width (CLIP-L's 768 padded, as CLIPLoader type "sd3" does)
 POOLED_DIM = 2048  # SD3's pooled width (CLIP-L 768 + CLIP-G 1280, zeros without CLIP-G)
@@ -395,7 +396,8 @@ def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, st
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps, help="optimizer steps")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"optimizer steps (default {TrainConfig.steps}; {DEEP_STEPS} with --deep)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
@@ -409,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid-only", action="store_true", help="only redraw the sample grid from the saved fixture")
     parser.add_argument("--no-grid", action="store_true", help="skip the sample grid")
     args = parser.parse_args(argv)
+    if args.steps is None:
+        args.steps = DEEP_STEPS if args.deep else TrainConfig.steps
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
     if args.lr <= 0:

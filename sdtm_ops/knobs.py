@@ -1,0 +1,143 @@
+"""The one table of SDTM's knobs: every setting of the method, with the node input that shows it.
+
+``SDTMConfig`` (its fields, defaults and accepted ranges), the SDTM and SDTM Advanced nodes (inputs,
+defaults, min / max / step, tooltips, validation), the evaluation CLI's options and the benchmarks'
+node inputs are all derived from ``KNOBS``. Adding a knob is one row here. Input names are part of
+saved workflows and never change; the SDTM Advanced node shows the knobs in table order (its
+widgets are positional in saved workflows, so a new row goes at the end).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["Knob", "KNOBS", "KNOB_BY_FIELD", "KNOB_BY_INPUT", "ORDERED", "PERCENT_HELP", "PRESET_VALUE", "knob_problem",
+           "order_problem"]
+
+PERCENT_HELP = ("Progress is read on the model's sigma scale, as ComfyUI's own start/end percents: with "
+                "sgm_uniform or simple, step s of S is at about s/S (30 steps: 0.41 means steps 0-12), and a run "
+                "split over several samplers keeps the single run's plan.")
+PRESET_VALUE = -1  # on the SDTM node, this value of a preset-overriding input keeps the preset's value
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting: the config field, the node input / CLI option that sets it, and its accepted values."""
+
+    input: str  # node input name (stable: saved workflows use it); the CLI option is --input-with-dashes
+    field: str  # SDTMConfig field
+    kind: type  # float, int, bool or str
+    default: object
+    tooltip: str
+    low: float | None = None  # accepted range, inclusive (numbers)
+    high: float | None = None
+    step: float | None = None  # widget step (floats)
+    choices: tuple[str, ...] = ()  # accepted values (str)
+    # The SDTM node (presets) shows the knob at this position among its knob inputs; None: SDTM Advanced only.
+    sdtm_position: int | None = None
+    preset_override: bool = False  # on the SDTM node: PRESET_VALUE keeps the preset's value
+    sdtm_high: float | None = None  # the SDTM node's highest value, where lower than ``high``
+
+    @property
+    def option(self) -> str:
+        """The evaluation CLI's option."""
+        return "--" + self.input.replace("_", "-")
+
+    def bounds(self, sdtm_node: bool = False) -> tuple[float, float]:
+        """(lowest, highest) a node shows; ``sdtm_node``: the SDTM node's, with its preset value."""
+        low, high = self.low, self.high
+        if sdtm_node and self.preset_override:
+            low = PRESET_VALUE
+        if sdtm_node and self.sdtm_high is not None:
+            high = self.sdtm_high
+        return low, high
+
+
+KNOBS: tuple[Knob, ...] = (
+    Knob("method", "method", str, "sdtm", choices=("sdtm", "tome"),
+         tooltip="sdtm: structure-then-detail merging. tome: plain ToMe (random dst per window, global bipartite "
+                 "matching, attention and MLP merged on every merged step) on the same ratio schedule, for A/B "
+                 "comparisons."),
+    Knob("ratio", "ratio", float, 0.3, low=0.0, high=1.0, step=0.01, sdtm_position=0, preset_override=True,
+         sdtm_high=0.95,
+         tooltip="Centre of the cosine ratio schedule: the fraction of image tokens merged away in the middle of "
+                 "sampling (ratio + deviation at the first step, ratio - deviation at the last). 0 turns merging off."),
+    Knob("deviation", "deviation", float, 0.2, low=0.0, high=1.0, step=0.01,
+         tooltip="Half-range of the schedule: ratio + deviation at the first step, ratio - deviation at the last "
+                 "(clamped to 0..1)."),
+    # the official release's switch_step 20 of 50, as progress: steps 0-20 of 50 are structure steps
+    Knob("switch_percent", "switch", float, 0.41, low=0.0, high=1.0, step=0.01, sdtm_position=3,
+         preset_override=True,
+         tooltip="Last progress of the structure phase (whole windows merged, attention shortened); later steps "
+                 "are detail steps (single tokens merged, MLP only). " + PERCENT_HELP),
+    Knob("start_percent", "start", float, 0.0, low=0.0, high=1.0, step=0.01, sdtm_position=1,
+         tooltip="Merging starts at this progress. " + PERCENT_HELP),
+    Knob("end_percent", "end", float, 1.0, low=0.0, high=1.0, step=0.01, sdtm_position=2,
+         tooltip="Merging stops after this progress. " + PERCENT_HELP),
+    Knob("window", "window", int, 2, low=2, high=8,
+         tooltip="Window side k: k x k token windows (2 = 2x2, as in the paper). Tokens outside whole windows "
+                 "are never merged."),
+    Knob("priority_weight", "priority_weight", float, 0.05, low=0.0, high=10.0, step=0.01,
+         tooltip="a_s: how much windows of long-merged tokens are favoured in the structure phase, keeping merge "
+                 "patterns stable over time."),
+    Knob("protect_steps_every", "protect_every", int, 3, low=0, high=1000,
+         tooltip="Every P-th step (s % P == 0) runs at full length and refreshes the cache. 0 = off."),
+    Knob("protect_blocks_every", "protect_blocks_every", int, 0, low=0, high=1000,
+         tooltip="f > 0: blocks l % f == 0 and the last block never merge. 0 = off."),
+    Knob("block_start", "block_start", int, 0, low=0, high=1000, tooltip="First joint block that merges (0-based)."),
+    Knob("block_end", "block_end", int, -1, low=-1, high=1000,
+         tooltip="Last joint block that merges; -1 = the model's last block."),
+    Knob("cache", "use_cache", bool, True,
+         tooltip="Keep the protected steps' attention and MLP outputs and blend them into merged positions. Costs "
+                 "two full-size tensors per block (the summary logs the size); freed when sampling ends."),
+    Knob("cache_fresh_weight", "cache_fresh_weight", float, 0.1, low=0.0, high=1.0, step=0.01,
+         tooltip="mcw: weight of the fresh value at merged positions when blending (1 = no blending)."),
+    Knob("merge_mode", "merge_mode", str, "mean", choices=("mean", "prune"),
+         tooltip="mean: a group becomes the mean of its tokens. prune: it keeps its dst token's value (the "
+                 "reference's pseudo-merge)."),
+    Knob("merge_seed", "seed", int, -1, low=-1, high=2**64 - 1,
+         tooltip="Seed of the merge RNG (random dst choices); -1 = the sampler's seed."),
+    Knob("round_to", "round_to", int, 16, low=1, high=1024,
+         tooltip="Merged counts are rounded down to a multiple of this (16 in the reference; multiples of 8 or 16 "
+                 "suit GPU kernels)."),
+)
+
+KNOB_BY_FIELD = {knob.field: knob for knob in KNOBS}
+KNOB_BY_INPUT = {knob.input: knob for knob in KNOBS}
+
+
+def knob_problem(knob: Knob, value: object, name: str | None = None, bounds: tuple | None = None) -> str | None:
+    """What is wrong with ``value`` for ``knob`` (None: nothing), naming it ``name`` (default: the
+    field) and the accepted range ``bounds`` (default: the knob's)."""
+    name = name or knob.field
+    if knob.kind is str:
+        return None if value in knob.choices else f"{name} must be one of {', '.join(knob.choices)}, got {value!r}"
+    if knob.kind is bool:
+        return None if isinstance(value, bool) else f"{name} must be True or False, got {value!r}"
+    low, high = bounds or (knob.low, knob.high)
+    whole = knob.kind is int
+    what = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return f"{name} must be {what} in [{low}, {high}], got {value!r}"
+    if whole and not float(value).is_integer():
+        return f"{name} must be {what} in [{low}, {high}], got {value!r}"
+    if not low <= value <= high:
+        return f"{name} must be in [{low}, {high}], got {value!r}"
+    return None
+
+
+# (first field, second field, a value of the second that stands for "the last"): first <= second
+ORDERED = (("start", "end", None), ("block_start", "block_end", -1))
+
+
+def order_problem(values: dict, named: str = "field") -> str | None:
+    """The first broken order rule among ``values`` (field -> value; absent or None values are not
+    checked), naming knobs by ``named``: "field" or "input"."""
+    for first, second, last in ORDERED:
+        a, b = values.get(first), values.get(second)
+        if a is None or b is None or b == last or a <= b:
+            continue
+        name_a, name_b = (getattr(KNOB_BY_FIELD[f], named) for f in (first, second))
+        return f"{name_a} ({a}) must not be after {name_b} ({b})" + (
+            f" ({name_b} {last} stands for the last)" if last is not None else "")
+    return None
