@@ -1,12 +1,16 @@
 """SDTM inside ComfyUI's MMDiT, through the host's own extension points.
 
 * :func:`patch_model` clones a MODEL and registers, per joint block, a ``("double_block", i)``
-  replacement under ``patches_replace["dit"]``, plus two keyed wrappers:
+  replacement under ``patches_replace["dit"]``, plus three keyed wrappers:
 * OUTER_SAMPLE creates a :class:`~sdtm_ops.state.RunState` for each sampling run (counters, caches,
-  the merge RNG seeded from the sampling seed), logs the summary and frees everything at the end,
-  also when sampling raises or is interrupted;
-* APPLY_MODEL reads, once per model call, the latent's token grid and the step (from the current
-  sigma within the run's sigma schedule), and hands the blocks a :class:`CallContext`.
+  the merge RNG seeded from the sampling seed), places the run on the model's sigma scale (progress as
+  ComfyUI's start/end percents; its first step within a schedule split over several samplers), keeps
+  its report under the fingerprint of the latent it produced, logs the summary and frees everything at
+  the end, also when sampling raises or is interrupted;
+* PREDICT_NOISE gives each sampler evaluation (cond and uncond together, Heun's corrector included)
+  the plan of its step;
+* APPLY_MODEL reads, once per model call, the latent's token grid and hands the blocks a
+  :class:`CallContext`.
 
 The replacement re-implements a joint block from its own sub-modules, merging the image tokens
 after modulation and before the qkv projection and the MLP, and unmerging each branch output
@@ -18,9 +22,11 @@ so a new token count at each step does not recompile the model.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -28,9 +34,10 @@ import torch
 import comfy.patcher_extension
 from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
 
-from ..sdtm_ops import (BlockMerge, MMDiTShape, RunState, SDTMConfig, StepPlan, blend_with_cache,
+from ..sdtm_ops import (BlockMerge, MMDiTShape, Phase, RunState, SDTMConfig, StepPlan, blend_with_cache,
                         block_flops, block_is_merged, block_merge, cached_share, detail_partition, layout_key,
-                        merge_tokens, step_plan, tome_partition, unmerge_tokens, window_partition)
+                        merge_tokens, percent_of_sigma, steps_before, tome_partition, unmerge_tokens,
+                        window_partition)
 
 log = logging.getLogger("SDTM")
 
@@ -66,9 +73,12 @@ _BLOCK_PARTS = {
 def check_supported(diffusion_model: torch.nn.Module) -> None:
     """Raise if the model is not an MMDiT whose joint blocks have the parts the replacement uses."""
     if not isinstance(diffusion_model, comfy_mmdit.MMDiT):
+        kind = type(diffusion_model)
+        known = {"comfy.ldm.aura.mmdit": "AuraFlow's "}.get(kind.__module__, "")
         raise UnsupportedModelError(
-            f"SDTM supports {SUPPORTED}; this MODEL's diffusion model is "
-            f"{type(diffusion_model).__name__}, which SDTM cannot patch.")
+            f"SDTM supports {SUPPORTED}; this MODEL's diffusion model is {known}{kind.__name__} "
+            f"({kind.__module__}.{kind.__qualname__}), not the SD3 family's MMDiT "
+            f"({comfy_mmdit.MMDiT.__module__}.MMDiT), so SDTM cannot patch it.")
     blocks = getattr(diffusion_model, "joint_blocks", None)
     problem = None
     if blocks is None or len(blocks) == 0:
@@ -119,21 +129,84 @@ class CallContext:
 
 
 class PatchInfo:
-    """Stored in the patched clone's transformer_options: the settings and the last run's report.
+    """Stored in the patched clone's transformer_options: the settings and the reports of its recent runs.
 
     Deep copies (ModelPatcher.clone deep-copies model_options) share this object, so a MODEL cloned
-    after the SDTM node (by a LoRA loader, say) still reports its runs here.
+    after the SDTM node (by a LoRA loader, say) still reports its runs here. Each run's report and merge
+    maps are kept under the fingerprint of the latent the run produced (:func:`latent_fingerprint`), so
+    the Run Report and the Merge Map find the run of the LATENT they are given; at most RUNS_KEPT runs.
     """
+
+    RUNS_KEPT = 8
 
     def __init__(self, config: SDTMConfig, label: str) -> None:
         self.config = config
         self.label = label
-        self.last_report: dict | None = None
-        self.last_maps: dict | None = None  # {"grid": (h, w), "num_blocks": n, "groups": {(step, block): [N]}}
+        self.last_report: dict | None = None  # the most recent run, whichever sampler ran it
+        self.last_maps: dict | None = None  # {"grid": (h, w), "groups": {(step, block): [N]}}
+        self.runs: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # fingerprint -> (report, maps)
+        self.run_ends: OrderedDict[float, int] = OrderedDict()  # last sigma > 0 of a run -> its end step
         self.warned_outside_run = False
 
     def __deepcopy__(self, memo):
         return self
+
+    def record_run(self, fingerprint: str | None, report: dict, maps: dict) -> None:
+        self.last_report, self.last_maps = report, maps
+        if fingerprint is not None:
+            self.runs[fingerprint] = (report, maps)
+            self.runs.move_to_end(fingerprint)
+            while len(self.runs) > self.RUNS_KEPT:
+                self.runs.popitem(last=False)
+
+    def run_of(self, samples: torch.Tensor) -> tuple[dict, dict] | None:
+        """(report, maps) of the run that produced the latent ``samples`` [B, C, H, W], or None."""
+        return self.runs.get(latent_fingerprint(samples))
+
+    def record_end(self, last_sigma: float, end_step: int) -> None:
+        """A run that stopped at a sigma above 0 (KSamplerAdvanced with leftover noise): a later run that
+        starts at that sigma continues its schedule at ``end_step``."""
+        self.run_ends[last_sigma] = end_step
+        self.run_ends.move_to_end(last_sigma)
+        while len(self.run_ends) > self.RUNS_KEPT:
+            self.run_ends.popitem(last=False)
+
+
+def latent_fingerprint(samples) -> str | None:
+    """Identity of a latent [B, C, H, W]: its shape and a hash of its float32 values (one transfer to the
+    CPU, once per run). None for what is not a plain tensor (nested latents)."""
+    if not isinstance(samples, torch.Tensor) or samples.is_nested:
+        return None
+    values = samples.detach().to("cpu", torch.float32).contiguous()
+    return f"{tuple(values.shape)}:{hashlib.sha1(values.numpy().tobytes()).hexdigest()}"
+
+
+def run_of_latent(model, samples, input_name: str) -> tuple[dict, dict]:
+    """(report, maps) of the sampling run of ``model`` that produced the LATENT ``samples``; a clear
+    error when the model carries no SDTM patch or did not produce that latent."""
+    info = model.model_options.get("transformer_options", {}).get(KEY)
+    if info is None:
+        raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
+    latent = samples.get("samples") if isinstance(samples, dict) else None
+    found = info.run_of(latent) if latent is not None else None
+    if found is None:
+        known = [run[0].get("latent_shape") for run in info.runs.values()]
+        raise ValueError(
+            f"{input_name}: this LATENT was not produced by a sampling run of this SDTM-patched model, so the "
+            f"run it belongs to is unknown (the model's recent runs produced latents of shapes {known or 'none'}). "
+            f"Connect the LATENT output of the sampler that used this model, unchanged (not a denoised_output, "
+            f"an upscaled or an edited latent).")
+    return found
+
+
+# Samplers that evaluate the model a second time within a step at the NEXT step's sigma (Heun's
+# corrector); their other evaluations all lie at or between the schedule's sigmas.
+CORRECTOR_SAMPLERS = frozenset({"sample_heun", "sample_heunpp2"})
+
+
+def _sampler_is_corrector(sampler) -> bool:
+    function = getattr(sampler, "sampler_function", None)
+    return getattr(function, "__name__", "") in CORRECTOR_SAMPLERS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,30 +217,70 @@ def _bound_arguments(fn, args, kwargs) -> dict:
     return bound.arguments
 
 
+def _place_run(info: PatchInfo, guider, schedule: list[float]) -> tuple[list[float], int]:
+    """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
+    SDTM changes it) and the index of its first step in the whole schedule."""
+    model_sampling = guider.model_patcher.get_model_object("model_sampling")
+    progress = [percent_of_sigma(sigma, model_sampling.percent_to_sigma) for sigma in schedule]
+    first_step = info.run_ends.get(schedule[0])
+    if first_step is None:
+        first_step = steps_before(progress)
+    return progress[:-1], first_step
+
+
 def outer_sample_wrapper(executor, *args, **kwargs):
-    """One RunState per sampling run; the summary and the release of every tensor at its end."""
+    """One RunState per sampling run; its report, the summary and the release of every tensor at its end."""
     guider = executor.class_obj
     original_options = guider.model_options
     info: PatchInfo = original_options["transformer_options"][KEY]
     arguments = _bound_arguments(guider.outer_sample, args, kwargs)
-    sigmas = arguments.get("sigmas")
+    schedule = [float(s) for s in arguments["sigmas"].reshape(-1).tolist()]
+    if len(schedule) < 2:  # no step to take (SplitSigmas at the last step): exactly as without SDTM
+        return executor(*args, **kwargs)
     seed = arguments.get("seed")
-    run = RunState(info.config, [float(s) for s in sigmas.reshape(-1).tolist()], 0 if seed is None else int(seed))
+    progress, first_step = _place_run(info, guider, schedule)
+    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress,
+                   first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")))
     guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
     guider.model_options["transformer_options"][RUN_KEY] = run
+    output = None
+    try:
+        output = executor(*args, **kwargs)
+        return output
+    finally:
+        if run.started is not None:
+            run.stats.wall_seconds = time.perf_counter() - run.started
+        guider.model_options = original_options
+        summary = run.stats.summary()
+        report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
+                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed, "sampler_corrector": run.corrector_sampler,
+                  "latent_shape": list(output.shape) if isinstance(output, torch.Tensor) else None,
+                  "summary": summary, **run.stats.as_dict()}
+        maps = {"grid": run.map_grid, "groups": run.merge_maps()}
+        info.record_run(latent_fingerprint(output) if output is not None else None, report, maps)
+        if schedule[-1] > 0:
+            info.record_end(schedule[-1], run.first_step + run.num_steps)
+        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, summary)
+        run.release()
+
+
+def predict_noise_wrapper(executor, *args, **kwargs):
+    """Per sampler evaluation (cond and uncond together): the step it belongs to, and the timing."""
+    run: RunState | None = executor.class_obj.model_options.get("transformer_options", {}).get(RUN_KEY)
+    if run is None:
+        return executor(*args, **kwargs)
+    timestep = args[1] if len(args) > 1 else kwargs["timestep"]
     started = time.perf_counter()
+    if run.started is None:
+        run.started = started
+    run.active_plan = run.begin_evaluation(float(timestep.reshape(-1)[0]))
     try:
         return executor(*args, **kwargs)
     finally:
-        run.stats.wall_seconds = time.perf_counter() - started
-        guider.model_options = original_options
-        summary = run.stats.summary()
-        info.last_report = {"label": info.label, "config": dataclasses.asdict(info.config),
-                            "num_steps": run.num_steps, "seed": run.seed, "summary": summary,
-                            **run.stats.as_dict()}
-        info.last_maps = {"grid": run.map_grid, "groups": run.merge_maps()}
-        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, summary)
-        run.release()
+        run.active_plan = None
+        run.stats.evaluations += 1
+        if run.stats.evaluations == 1:
+            run.stats.first_evaluation_seconds = time.perf_counter() - started
 
 
 def apply_model_wrapper(executor, *args, **kwargs):
@@ -188,14 +301,16 @@ def apply_model_wrapper(executor, *args, **kwargs):
     diffusion = executor.class_obj.diffusion_model
     patch = diffusion.patch_size
     h, w = -(-x.shape[-2] // patch), -(-x.shape[-1] // patch)
-    # The one host read per model call: the sampler already syncs on sigmas every step.
-    step = run.step_index(float(sigma.reshape(-1)[0]))
-    plan = step_plan(run.config, step, run.num_steps)
+    # The plan of the sampler's evaluation; a host read of sigma only for calls outside one.
+    plan = run.active_plan if run.active_plan is not None else run.plan_at(float(sigma.reshape(-1)[0]))
     blocks = diffusion.joint_blocks
     chunks = tuple(options.get("cond_or_uncond", ()))
     shape = MMDiTShape("model", len(blocks), diffusion.hidden_size,
                        dual_attention_blocks=tuple(i for i, b in enumerate(blocks) if b.x_block.x_block_self_attn))
-    call = CallContext(run=run, plan=plan, merge=block_merge(run.config, plan, h, w), h=h, w=w,
+    merge = block_merge(run.config, plan, h, w)
+    if merge.kind == "none" and plan.phase is not Phase.FULL:  # nothing to merge on this grid: a full step
+        plan = dataclasses.replace(plan, phase=Phase.FULL, ratio=0.0)
+    call = CallContext(run=run, plan=plan, merge=merge, h=h, w=w,
                        layout=layout_key(chunks, x.shape[0], h * w), blocks=blocks, shape=shape,
                        stores=plan.protected and run.config.caches and run.merges_on(h, w))
     options = {**options, CALL_KEY: call}
@@ -346,6 +461,11 @@ class SDTMJointBlock:
 # ---------------------------------------------------------------------------------------------
 # Patching
 # ---------------------------------------------------------------------------------------------
+_WRAPPERS = {comfy.patcher_extension.WrappersMP.OUTER_SAMPLE: outer_sample_wrapper,
+             comfy.patcher_extension.WrappersMP.PREDICT_NOISE: predict_noise_wrapper,
+             comfy.patcher_extension.WrappersMP.APPLY_MODEL: apply_model_wrapper}
+
+
 def patch_model(model, config: SDTMConfig, label: str = "custom"):
     """A clone of ``model`` (a ComfyUI ModelPatcher) whose MMDiT joint blocks merge tokens with SDTM.
 
@@ -364,7 +484,7 @@ def patch_model(model, config: SDTMConfig, label: str = "custom"):
     if KEY in options:
         log.info("SDTM: this MODEL already carries an SDTM patch (%s); the new one (%s) replaces it.",
                  options[KEY].label, label)
-    for wrapper_type in (comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, comfy.patcher_extension.WrappersMP.APPLY_MODEL):
+    for wrapper_type in _WRAPPERS:
         patched.remove_wrappers_with_key(wrapper_type, KEY)
     replaced = options.get("patches_replace", {}).get("dit", {})
     foreign = [k for k, v in replaced.items() if k[0] == "double_block" and not isinstance(v, SDTMJointBlock)]
@@ -375,6 +495,6 @@ def patch_model(model, config: SDTMConfig, label: str = "custom"):
     for i in range(len(diffusion.joint_blocks)):
         patched.set_model_patch_replace(SDTMJointBlock(i), "dit", "double_block", i)
     patched.model_options["transformer_options"][KEY] = PatchInfo(config, label)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, outer_sample_wrapper)
-    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, KEY, apply_model_wrapper)
+    for wrapper_type, wrapper in _WRAPPERS.items():
+        patched.add_wrapper_with_key(wrapper_type, KEY, wrapper)
     return patched

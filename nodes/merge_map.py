@@ -8,6 +8,7 @@ per-step chart of those shares for the whole run.
 from __future__ import annotations
 
 import colorsys
+import logging
 
 import numpy as np
 import torch
@@ -15,10 +16,15 @@ from PIL import Image, ImageDraw, ImageFont
 
 from comfy_api.latest import io
 
-from .hook import KEY
+from .hook import KEY, run_of_latent
+
+log = logging.getLogger("SDTM")
 
 CELL = 16  # pixels per image token without an image: VAE / 8, patch 2
 TITLE = 14  # pixels of the title strip above each panel
+MIN_PANEL_WIDTH = 288  # smaller images are enlarged (nearest neighbour) so titles and cells stay readable
+MIN_SHEET_WIDTH = 640  # room for the chart's legend
+ASPECT_TOLERANCE = 0.02  # an image may be resized by a little more than its padding to whole tokens
 
 PHASE_COLOURS = {"full": (150, 150, 150), "structure": (66, 135, 245), "detail": (245, 145, 50)}
 
@@ -55,7 +61,8 @@ def token_overlay(groups: torch.Tensor, grid: tuple[int, int], base: np.ndarray,
 
 
 def pick_steps(spec: str, merged_steps: list[int], limit: int = 6) -> list[int]:
-    """"auto": up to ``limit`` merged steps spread over the run; otherwise a comma separated list."""
+    """"auto": up to ``limit`` merged steps spread over the run; otherwise a comma separated list
+    (repeated steps are shown once)."""
     if spec.strip().lower() == "auto":
         if len(merged_steps) <= limit:
             return merged_steps
@@ -67,7 +74,7 @@ def pick_steps(spec: str, merged_steps: list[int], limit: int = 6) -> list[int]:
         raise ValueError(f"steps must be 'auto' or comma separated step numbers, got {spec!r}") from None
     if not steps:
         raise ValueError("steps must be 'auto' or comma separated step numbers, got nothing")
-    return steps
+    return list(dict.fromkeys(steps))
 
 
 def _text(draw: ImageDraw.ImageDraw, xy, text: str, fill=(255, 255, 255)) -> None:
@@ -99,26 +106,52 @@ def token_chart(steps: list[dict], width: int, height: int = 150) -> Image.Image
     return img
 
 
+def image_underlay(image: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """The first image of a ComfyUI IMAGE [B, H, W, C] as [H, W, 3] uint8 (grey for 1 or 2 channels,
+    alpha dropped); refused with a clear message when the batch is empty or the image's aspect is not
+    that of the run's token grid (then it is not the run's image)."""
+    if image.dim() != 4 or image.shape[0] == 0 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"image must be a batch of at least one image [B, H, W, C], got shape {list(image.shape)}")
+    height, width, channels = image.shape[1:]
+    h, w = grid
+    # the latent (image / 8) is padded to whole 2x2 patches: h tokens cover 2h - 1 or 2h latent rows
+    lowest, highest = (2 * h - 1) / (2 * w), (2 * h) / max(1, 2 * w - 1)
+    aspect = height / width
+    if not lowest * (1 - ASPECT_TOLERANCE) <= aspect <= highest * (1 + ASPECT_TOLERANCE):
+        raise ValueError(
+            f"image is {width}x{height} (height/width {aspect:.2f}), but the run's token grid is {w}x{h} tokens "
+            f"({16 * w}x{16 * h} px, height/width {h / w:.2f}): it is not the image of this run. Connect the "
+            f"decoded image of the sampler whose LATENT is connected to samples.")
+    pixels = (image[0].float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    if channels < 3:
+        pixels = np.repeat(pixels[..., :1], 3, axis=-1)
+    return np.ascontiguousarray(pixels[..., :3])
+
+
 def render_merge_map(maps: dict, report: dict, image: torch.Tensor | None, block: int, steps_spec: str,
-                     opacity: float) -> torch.Tensor:
+                     opacity: float, note: str = "") -> torch.Tensor:
     """The merge-map picture as a ComfyUI IMAGE: [1, H, W, 3] float32 in [0, 1]."""
+    if not 0.0 <= opacity <= 1.0:  # also NaN
+        raise ValueError(f"opacity must be a number in [0, 1], got {opacity}")
     grid, groups = maps["grid"], maps["groups"]
     if not groups:
-        raise ValueError("the last run merged no tokens (no merged step or block): nothing to show")
+        raise ValueError("the run merged no tokens (no merged step or block): nothing to show")
     blocks = sorted({b for _, b in groups})
     if block == -1:
         block = blocks[len(blocks) // 2]
     elif block not in blocks:
-        raise ValueError(f"block {block} merged no tokens in the last run; blocks that merged: {blocks}")
+        raise ValueError(f"block {block} merged no tokens in this run; blocks that merged: {blocks}")
     merged_steps = sorted(s for s, b in groups if b == block)
     steps = pick_steps(steps_spec, merged_steps)
-    unknown = [s for s in steps if not 0 <= s < report["num_steps"]]
+    first, last = report.get("first_step", 0), report.get("first_step", 0) + report["num_steps"] - 1
+    unknown = [s for s in steps if not first <= s <= last]
     if unknown:
-        raise ValueError(f"steps {unknown} are outside the last run's 0..{report['num_steps'] - 1}")
-    if image is not None:
-        base = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()[..., :3]
-    else:
-        base = np.full((grid[0] * CELL, grid[1] * CELL, 3), 70, dtype=np.uint8)
+        raise ValueError(f"steps {unknown} are outside the run's {first}..{last}")
+    base = image_underlay(image, grid) if image is not None else np.full((grid[0] * CELL, grid[1] * CELL, 3), 70,
+                                                                          dtype=np.uint8)
+    scale = -(-MIN_PANEL_WIDTH // base.shape[1])
+    if scale > 1:
+        base = base.repeat(scale, axis=0).repeat(scale, axis=1)
     by_step = {s["step"]: s for s in report["steps"]}
     panels = []
     for s in steps:
@@ -136,14 +169,18 @@ def render_merge_map(maps: dict, report: dict, image: torch.Tensor | None, block
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     pw, ph = panels[0].size
-    chart = token_chart(report["steps"], cols * pw)
-    sheet = Image.new("RGB", (cols * pw, rows * ph + chart.height + 16), (24, 24, 24))
+    width = max(cols * pw, MIN_SHEET_WIDTH)
+    chart = token_chart(report["steps"], width)
+    notes = 32 if note else 16
+    sheet = Image.new("RGB", (width, rows * ph + chart.height + notes), (24, 24, 24))
     for i, p in enumerate(panels):
         sheet.paste(p, ((i % cols) * pw, (i // cols) * ph))
     draw = ImageDraw.Draw(sheet)
-    _text(draw, (4, rows * ph + 2), f"{report['label']}, block {block}: merged groups tinted, one colour per group; "
-                                    f"FLOP-model speedup {report['flop_speedup']:.2f}x")
-    sheet.paste(chart, (0, rows * ph + 16))
+    _text(draw, (4, rows * ph + 2), f"{report['label']}, seed {report['seed']}, block {block}: merged groups "
+                                    f"tinted, one colour per group; FLOP-model speedup {report['flop_speedup']:.2f}x")
+    if note:
+        _text(draw, (4, rows * ph + 18), note, fill=(255, 200, 80))
+    sheet.paste(chart, (0, rows * ph + notes))
     return torch.from_numpy(np.asarray(sheet, dtype=np.float32) / 255.0).unsqueeze(0)
 
 
@@ -156,7 +193,7 @@ class SDTMMergeMap(io.ComfyNode):
             node_id="SDTM_MergeMap",
             display_name="SDTM Merge Map",
             category="model/patch/sdtm",
-            description="Shows which image tokens the last sampling run merged: per chosen step, every merged "
+            description="Shows which image tokens the sampling run of the given LATENT merged: per chosen step, every merged "
                         "group tinted in its own colour over the image, and a per-step chart of the image "
                         "tokens the attention and the MLP saw.",
             is_output_node=True,
@@ -165,10 +202,10 @@ class SDTMMergeMap(io.ComfyNode):
                                                 "that the sampler used."),
                 io.Image.Input("image", optional=True,
                                tooltip="The decoded image of that run, to draw the map over (its first image is "
-                                       "used). Connecting it also makes the map run after sampling."),
+                                       "used); it must have the aspect of the run's latent."),
                 io.Latent.Input("samples", optional=True,
-                                tooltip="The sampler's output, if no image is connected: it makes the map run "
-                                        "after sampling."),
+                                tooltip="The sampler's output LATENT: the map shows the run that produced it "
+                                        "(without it, the model's latest run, with a warning)."),
                 io.Int.Input("block", default=-1, min=-1, max=1000,
                              tooltip="Which joint block's merges to show; -1 = the middle one of the blocks "
                                      "that merged."),
@@ -183,11 +220,19 @@ class SDTMMergeMap(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, block: int, steps: str, opacity: float, image=None, samples=None) -> io.NodeOutput:
-        info = model.model_options.get("transformer_options", {}).get(KEY)
-        if info is None:
-            raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
-        if info.last_report is None or info.last_maps is None:
-            raise ValueError("this SDTM-patched model has not been sampled yet: connect the decoded image or "
-                             "the sampler's output so the map runs after sampling")
-        picture = render_merge_map(info.last_maps, info.last_report, image, block, steps, opacity)
+        if samples is not None:
+            report, maps = run_of_latent(model, samples, "samples")
+            note = ""
+        else:
+            info = model.model_options.get("transformer_options", {}).get(KEY)
+            if info is None:
+                raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
+            if info.last_report is None or info.last_maps is None:
+                raise ValueError("this SDTM-patched model has not been sampled yet: connect the sampler's LATENT "
+                                 "to samples so the map runs after sampling and shows that run")
+            report, maps = info.last_report, info.last_maps
+            note = ("samples not connected: this is the model's latest run, which may not be this image's; "
+                    "connect the sampler's LATENT to samples")
+            log.warning("SDTM Merge Map: %s", note)
+        picture = render_merge_map(maps, report, image, block, steps, opacity, note=note)
         return io.NodeOutput(picture)

@@ -5,11 +5,11 @@ import dataclasses
 import inspect
 import json
 
-from comfy_api.latest import io, ui
+from comfy_api.latest import io
 
 from ..sdtm_ops import SDTMConfig
 from ..sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE, Knob, knob_problem, order_problem
-from .hook import KEY, patch_model
+from .hook import patch_model, run_of_latent
 from .merge_map import SDTMMergeMap
 from .presets import DEFAULT_PRESET, PRESETS, preset_config, preset_tooltip
 
@@ -167,28 +167,59 @@ class SDTMRunReport(io.ComfyNode):
             node_id="SDTM_RunReport",
             display_name="SDTM Run Report",
             category=CATEGORY,
-            description="What SDTM did in the last sampling run of a patched model: image tokens per phase, "
-                        "FLOP-model speedup, wall time, cache use.",
+            description="What SDTM did in the sampling run that produced the given LATENT: image tokens per "
+                        "phase, FLOP-model speedup, wall time, cache use; a summary is shown in the node.",
             is_output_node=True,
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL output of an SDTM node (or a model cloned from it) "
                                                 "that the sampler used."),
-                io.Latent.Input("samples", tooltip="The sampler's output LATENT; it makes the report run after "
-                                                   "sampling and refresh when sampling runs again."),
+                io.Latent.Input("samples", tooltip="The sampler's output LATENT: the report is the run that "
+                                                   "produced it (several samplers may share one patched model)."),
             ],
             outputs=[io.String.Output(display_name="report", tooltip="The run's statistics as JSON text.")],
         )
 
     @classmethod
     def execute(cls, model, samples) -> io.NodeOutput:
-        info = model.model_options.get("transformer_options", {}).get(KEY)
-        if info is None:
-            raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
-        if info.last_report is None:
-            raise ValueError("this SDTM-patched model has not been sampled yet: connect the sampler's output "
-                             "to samples")
-        text = json.dumps(info.last_report, indent=1)
-        return io.NodeOutput(text, ui=ui.PreviewText(text))
+        report, _ = run_of_latent(model, samples, "samples")
+        text = json.dumps(report, indent=1)
+        return io.NodeOutput(text, ui={"text": [text], "summary": [readable_report(report)]})
+
+
+def _step_ranges(steps: list[int]) -> str:
+    """[0, 1, 2, 4, 6, 7] -> '0-2, 4, 6-7'."""
+    parts, start = [], None
+    for i, step in enumerate(steps):
+        if start is None:
+            start = step
+        if i + 1 == len(steps) or steps[i + 1] != step + 1:
+            parts.append(str(start) if start == step else f"{start}-{step}")
+            start = None
+    return ", ".join(parts)
+
+
+def readable_report(report: dict) -> str:
+    """A few lines for people: the run, each phase's steps and token shares, speedup, wall time, cache."""
+    first, count = report.get("first_step", 0), report["num_steps"]
+    lines = [f"SDTM {report['label']}: {count} steps ({_step_ranges(list(range(first, first + count)))}), "
+             f"seed {report['seed']}"]
+    for name, phase in report["phases"].items():
+        if not phase["steps"]:
+            continue
+        line = f"{name}: steps {_step_ranges(phase['steps'])}"
+        if name != "full" and phase["tokens"]:
+            line += (f"; attention {phase['attn_tokens'] / phase['tokens']:.0%}, "
+                     f"MLP {phase['mlp_tokens'] / phase['tokens']:.0%} of image tokens")
+        elif name == "full":
+            line += "; every token"
+        lines.append(line)
+    lines.append(f"FLOP-model speedup {report['flop_speedup']:.2f}x")
+    lines.append(f"wall {report['wall_seconds']:.2f} s (model loading excluded; first model evaluation "
+                 f"{report.get('first_evaluation_seconds', 0.0):.2f} s)")
+    cache = report["cache"]
+    lines.append(f"cache {cache['peak_bytes'] / 2**20:.1f} MiB peak, {cache['blends']} blends"
+                 if cache["stores"] else "cache off")
+    return "\n".join(lines)
 
 
 NODES = [SDTMApply, SDTMApplyAdvanced, SDTMRunReport, SDTMMergeMap]

@@ -7,8 +7,8 @@ from .cost import MODEL_SHAPES, MMDiTShape, ScheduleCost, StepCost, block_flops,
 from .merge import blend_with_cache, cached_share, merge_tokens, unmerge_tokens
 from .partition import (Partition, WindowGrid, detail_merge_count, detail_partition, structure_merge_count,
                         tome_partition, window_grid, window_partition)
-from .schedule import (BlockMerge, Phase, StepPlan, block_is_merged, block_merge, progress_at, ratio_at,
-                       reference_config, step_plan)
+from .schedule import (BlockMerge, Phase, StepPlan, block_is_merged, block_merge, percent_of_sigma, progress_at,
+                       ratio_at, reference_config, step_plan, steps_before)
 from .state import RunState, RunStats, StepStats, layout_key
 
 __all__ = [
@@ -16,7 +16,8 @@ __all__ = [
     "Partition", "WindowGrid", "window_grid", "window_partition", "detail_partition", "tome_partition",
     "structure_merge_count", "detail_merge_count",
     "merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share",
-    "Phase", "StepPlan", "BlockMerge", "progress_at", "ratio_at", "step_plan", "block_is_merged",
+    "Phase", "StepPlan", "BlockMerge", "progress_at", "percent_of_sigma", "steps_before", "ratio_at", "step_plan",
+    "block_is_merged",
     "block_merge", "reference_config",
     "RunState", "RunStats", "StepStats", "layout_key",
     "MMDiTShape", "MODEL_SHAPES", "token_grid", "block_flops", "StepCost", "ScheduleCost", "schedule_cost",

@@ -88,15 +88,16 @@ class ScheduleCost:
 
 
 def schedule_cost(shape: MMDiTShape, grid: tuple[int, int], config: SDTMConfig, num_steps: int,
-                  text_tokens: int | None = None) -> ScheduleCost:
+                  text_tokens: int | None = None, progress: list[float] | None = None) -> ScheduleCost:
     """Per step: the image tokens a merging block's attention and MLP see, and the transformer
-    FLOPs (one sample, one model call) against the same step unmerged."""
+    FLOPs (one sample, one model call) against the same step unmerged. ``progress``: each step's
+    progress as a run measured it on its sigma scale (default step / (num_steps - 1))."""
     h, w = grid
     n = h * w
     m = shape.text_tokens if text_tokens is None else text_tokens
     steps = []
     for s in range(num_steps):
-        plan = step_plan(config, s, num_steps)
+        plan = step_plan(config, s, num_steps, None if progress is None else progress[s])
         bm = block_merge(config, plan, h, w)
         total = full = 0.0
         for b in range(shape.depth):

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 __all__ = ["Knob", "KNOBS", "KNOB_BY_FIELD", "KNOB_BY_INPUT", "ORDERED", "PERCENT_HELP", "PRESET_VALUE", "knob_problem",
            "order_problem"]
 
-PERCENT_HELP = ("Progress is the fraction of the sampler's steps: step s of S is at s/(S-1), so with 30 steps 0.41 "
-                "means steps 0-11.")
+PERCENT_HELP = ("Progress is read on the model's sigma scale, as ComfyUI's own start/end percents: with "
+                "sgm_uniform or simple, step s of S is at about s/S (30 steps: 0.41 means steps 0-12), and a run "
+                "split over several samplers keeps the single run's plan.")
 PRESET_VALUE = -1  # on the SDTM node, this value of a preset-overriding input keeps the preset's value
 
 

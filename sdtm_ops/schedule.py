@@ -1,19 +1,22 @@
 """When to merge and how much: the ratio schedule, the phases, protected steps and blocks.
 
-Everything is a function of the step index s within a sampling run of S steps, through its
-progress p = s / (S - 1) in [0, 1]. The token counts each block uses come from
-:func:`block_merge`, which the hook, the FLOP model and the statistics all call.
+A step's phase and ratio are functions of its progress p in [0, 1]; protected steps of its step index.
+In a sampling run, p is read on the model's sigma scale (:func:`percent_of_sigma`, the inverse of the
+host's ``percent_to_sigma``, as its own start/end percents are), so a run split over several samplers
+gets the plan of the single run. Without sigmas (the FLOP model) p = s / (S - 1). The token counts each
+block uses come from :func:`block_merge`, which the hook, the FLOP model and the statistics all call.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
 from .config import SDTMConfig
 from .partition import detail_merge_count, structure_merge_count
 
-__all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "step_plan",
+__all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "percent_of_sigma", "steps_before", "step_plan",
            "block_is_merged", "block_merge", "reference_config"]
 
 
@@ -58,12 +61,40 @@ def ratio_at(config: SDTMConfig, progress: float) -> float:
     return min(1.0, max(0.0, r))
 
 
-_EPS = 1e-9
+_EPS = 1e-7  # above the resolution of percent_of_sigma, far below one step of any real schedule
 
 
-def step_plan(config: SDTMConfig, step: int, num_steps: int) -> StepPlan:
-    """The phase and ratio of one step of a run."""
-    p = progress_at(step, num_steps)
+def percent_of_sigma(sigma: float, percent_to_sigma: Callable[[float], float], iterations: int = 48) -> float:
+    """The progress p in [0, 1] at which ``percent_to_sigma`` (non-increasing, the host's model_sampling
+    function) reaches ``sigma``: the smallest p with percent_to_sigma(p) <= sigma, by bisection."""
+    if float(percent_to_sigma(0.0)) <= sigma:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2.0
+        if float(percent_to_sigma(mid)) <= sigma:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def steps_before(progress: list[float]) -> int:
+    """Estimated number of schedule steps before a run that starts part-way (KSamplerAdvanced from step
+    k, a refiner pass): ``progress`` holds the run's sigmas on the progress scale, final sigma included.
+    Exact for schedules uniform in progress (sgm_uniform, simple); 0 for a run that starts at 0."""
+    if len(progress) < 2 or progress[0] <= _EPS:
+        return 0
+    steps = len(progress) - 1
+    # the step width from the run's own steps; the final one may jump to sigma 0 early (full denoise)
+    per_step = (progress[steps - 1] - progress[0]) / (steps - 1) if steps >= 2 else progress[1] - progress[0]
+    return max(0, round(progress[0] / per_step)) if per_step > _EPS else 0
+
+
+def step_plan(config: SDTMConfig, step: int, num_steps: int, progress: float | None = None) -> StepPlan:
+    """The phase and ratio of step ``step`` (its index in the whole schedule, for protected steps);
+    ``progress`` defaults to step / (num_steps - 1)."""
+    p = progress_at(step, num_steps) if progress is None else min(1.0, max(0.0, float(progress)))
     if not (config.start - _EPS <= p <= config.end + _EPS):
         return StepPlan(step, num_steps, p, Phase.FULL, 0.0, False)
     if config.protect_every > 0 and step % config.protect_every == 0:

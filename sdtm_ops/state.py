@@ -14,7 +14,7 @@ import torch
 
 from .config import SDTMConfig
 from .partition import Partition, WindowGrid, window_grid
-from .schedule import Phase, block_merge, step_plan
+from .schedule import Phase, StepPlan, block_merge, step_plan
 
 __all__ = ["RunState", "RunStats", "StepStats", "layout_key"]
 
@@ -54,7 +54,9 @@ class RunStats:
     cache_blends: int = 0
     cache_misses: int = 0  # merged blocks that found no cache of their layout: plain unmerge
     cache_bytes_peak: int = 0
-    wall_seconds: float = 0.0
+    wall_seconds: float = 0.0  # sampling, from the first model evaluation on (model loading excluded)
+    first_evaluation_seconds: float = 0.0  # the first evaluation alone: compilation and warm-up land here
+    evaluations: int = 0  # sampler model evaluations (cond and uncond together; Heun: two per step)
 
     def record(self, phase: Phase, step: int, batch: int, tokens: int, attn_tokens: int,
                mlp_tokens: int, flops: float, flops_full: float) -> None:
@@ -89,7 +91,9 @@ class RunStats:
 
         return {
             "model_calls": self.model_calls,
+            "evaluations": self.evaluations,
             "wall_seconds": round(self.wall_seconds, 4),
+            "first_evaluation_seconds": round(self.first_evaluation_seconds, 4),
             "flop_speedup": self.flop_speedup,
             "cache": {"stores": self.cache_stores, "blends": self.cache_blends,
                       "misses": self.cache_misses, "peak_bytes": self.cache_bytes_peak},
@@ -109,6 +113,9 @@ class RunStats:
                              f"MLP {s.mlp_tokens / s.tokens:.0%} of image tokens)")
         text = "; ".join(parts) or "no model calls"
         text += f"; FLOP-model speedup {self.flop_speedup:.2f}x; wall {self.wall_seconds:.2f} s"
+        others = (self.wall_seconds - self.first_evaluation_seconds) / max(1, self.evaluations - 1)
+        if self.evaluations > 1 and self.first_evaluation_seconds > 3 * others + 0.05:
+            text += f" (the first model evaluation {self.first_evaluation_seconds:.2f} s: compilation or warm-up)"
         if self.cache_stores:
             text += (f"; cache {self.cache_bytes_peak / 2**20:.0f} MiB peak, {self.cache_blends} blends")
         if self.cache_misses:
@@ -117,16 +124,36 @@ class RunStats:
 
 
 class RunState:
-    """State of one sampling run. ``sample_sigmas`` is the run's schedule (final 0 included)."""
+    """State of one sampling run. ``sample_sigmas`` is the run's schedule (final 0 included).
 
-    def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int) -> None:
+    ``progress`` (one value per step, on the model's sigma scale) and ``first_step`` (the index of this
+    run's first step in the whole schedule, for protected steps) place the run within a schedule that
+    may be split over several samplers; by default the run is the whole schedule. ``corrector_sampler``:
+    the sampler evaluates the model a second time at the NEXT step's sigma within a step (Heun).
+    """
+
+    def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int,
+                 progress: list[float] | None = None, first_step: int = 0, corrector_sampler: bool = False) -> None:
         if len(sample_sigmas) < 2:
             raise ValueError(f"a sampling run needs at least 2 sigmas, got {len(sample_sigmas)}")
         self.config = config
         self.num_steps = len(sample_sigmas) - 1
+        self.first_step = int(first_step)
         self.seed = int(seed if config.seed < 0 else config.seed) % (2**64)
+        self._sigmas = [float(s) for s in sample_sigmas[:-1]]
         # ascending copy of the schedule without its final entry, for bisection
-        self._sigmas_ascending = sorted(float(s) for s in sample_sigmas[:-1])
+        self._sigmas_ascending = sorted(self._sigmas)
+        if progress is None:
+            total = self.first_step + self.num_steps
+            progress = [(self.first_step + s) / (total - 1) if total > 1 else 0.0 for s in range(self.num_steps)]
+        if len(progress) != self.num_steps:
+            raise ValueError(f"progress needs one value per step ({self.num_steps}), got {len(progress)}")
+        total = self.first_step + self.num_steps
+        self.plans = [step_plan(config, self.first_step + s, total, progress=p) for s, p in enumerate(progress)]
+        self.corrector_sampler = bool(corrector_sampler)
+        self.active_plan: StepPlan | None = None  # the plan of the sampler evaluation under way
+        self.started: float | None = None  # perf_counter at the first model evaluation
+        self._evaluation: tuple[int, set] | None = None  # (local step, sigmas evaluated in it)
         self._generators: dict[str, torch.Generator] = {}
         self._priority: dict[tuple, torch.Tensor] = {}
         self._cache: dict[tuple, torch.Tensor] = {}
@@ -141,19 +168,42 @@ class RunState:
         """Whether any step of this run merges tokens on an h x w grid (if none does, protected
         steps need not keep a cache)."""
         if (h, w) not in self._merges:
-            self._merges[(h, w)] = any(
-                block_merge(self.config, step_plan(self.config, s, self.num_steps), h, w).kind != "none"
-                for s in range(self.num_steps))
+            self._merges[(h, w)] = any(block_merge(self.config, plan, h, w).kind != "none" for plan in self.plans)
         return self._merges[(h, w)]
 
     # -- progress ---------------------------------------------------------------------------
     def step_index(self, sigma: float) -> int:
-        """The step whose interval [sigma_{s+1}, sigma_s] contains ``sigma``: a sigma of the
+        """The local step whose interval [sigma_{s+1}, sigma_s] contains ``sigma``: a sigma of the
         schedule maps to its own step, one between two entries (midpoint samplers) to the
         earlier step. A relative tolerance of 1e-5 absorbs float round trips."""
         tol = abs(sigma) * 1e-5
         at_or_above = len(self._sigmas_ascending) - bisect.bisect_left(self._sigmas_ascending, sigma - tol)
         return min(max(at_or_above - 1, 0), self.num_steps - 1)
+
+    def begin_evaluation(self, sigma: float) -> StepPlan:
+        """The plan of one model evaluation of the sampler (all its cond/uncond calls) at ``sigma``.
+
+        For a corrector sampler an evaluation below the current step's sigmas that this step has not
+        yet evaluated is the step's own corrector call (Heun's second call at the next step's sigma),
+        so every call of a step gets the step's plan."""
+        step = self.step_index(sigma)
+        current = self._evaluation
+        if (self.corrector_sampler and current is not None and step > current[0]
+                and not any(abs(sigma - seen) <= abs(seen) * 1e-5 for seen in current[1])):
+            current[1].add(sigma)
+            step = current[0]
+        elif current is None or step != current[0]:
+            self._evaluation = (step, {sigma})
+        else:
+            current[1].add(sigma)
+        return self.plans[step]
+
+    def plan_at(self, sigma: float) -> StepPlan:
+        """The plan of the step being evaluated at ``sigma`` (set by begin_evaluation, else from sigma)."""
+        current = self._evaluation
+        if current is not None and any(abs(sigma - seen) <= abs(seen) * 1e-5 for seen in current[1]):
+            return self.plans[current[0]]
+        return self.plans[self.step_index(sigma)]
 
     # -- RNG, grids -------------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:

@@ -97,3 +97,30 @@ def test_the_sd3_workflow_queued_from_the_editor_finishes_with_an_image(editor, 
     editor.fit_view()
     # the README's editor picture (docs/images/editor_sd3_sdtm.png) is this file
     editor.screenshot(ARTIFACTS / "sd3_medium_sdtm_finished.png", clip=editor.graph_box())
+
+
+def test_the_run_report_node_shows_the_runs_summary(editor, models):
+    workflow = wa.load_json(wa.WORKFLOWS / "sdtm_ab_comparison.json")
+    editor.load(workflow)
+    by_type = {}
+    for node in workflow["nodes"]:
+        by_type.setdefault(node["type"], []).append(node["id"])
+    editor.set_widget(by_type["CheckpointLoaderSimple"][0], "ckpt_name", models["tiny"]["sd3-medium"])
+    editor.set_widget(by_type["EmptySD3LatentImage"][0], "width", 128)
+    editor.set_widget(by_type["EmptySD3LatentImage"][0], "height", 128)
+    for sampler in by_type["KSampler"]:
+        editor.set_widget(sampler, "steps", 3)
+    (report_id,) = by_type["SDTM_RunReport"]
+    entry = editor.queue(timeout=600)
+    summary = entry["outputs"][str(report_id)]["summary"][0]
+    # what the node itself displays: its read-only text box, on screen
+    shown = editor.page.wait_for_function("""([id, summary]) => {
+        const node = app.graph.getNodeById(id);
+        const box = (node.widgets || []).find(w => w.name === 'summary');
+        return box && box.element && box.element.value === summary && box.element.offsetParent !== null
+            && box.element.value;
+    }""", arg=[report_id, summary], timeout=30_000).json_value()
+    assert shown.startswith("SDTM preset balanced: 3 steps (0-2)")
+    assert "FLOP-model speedup" in shown and "wall" in shown and "cache" in shown
+    editor.fit_view()
+    editor.screenshot(ARTIFACTS / "run_report_summary.png", clip=editor.graph_box())

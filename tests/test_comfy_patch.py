@@ -88,11 +88,21 @@ def test_any_grid_batch_and_cfg(pack, models, latent_hw, batch, cfg):
     assert not torch.equal(out, base)
 
 
-def _expected_tokens(n, h, w, step, steps, ratio=0.3, dev=0.2, switch=0.41, protect=3):
-    """Image tokens (attention, MLP) of a merging block, derived here from the method notes."""
+def sigma_progress(model, steps, denoise=1.0):
+    """Each step's progress on the flow model's sigma scale (as ComfyUI's percents: sigma = shift(1 - p)),
+    for KSampler's sgm_uniform schedule; derived here by inverting the shift in closed form."""
+    import comfy.samplers
+    ms = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(ms, "sgm_uniform", int(steps / denoise))[-(steps + 1):]
+    return [1.0 - float(s) / (ms.shift - (ms.shift - 1.0) * float(s)) for s in sigmas[:-1]]
+
+
+def _expected_tokens(n, h, w, step, steps, ratio=0.3, dev=0.2, switch=0.41, protect=3, progress=None):
+    """Image tokens (attention, MLP) of a merging block, derived here from the method notes; ``progress``:
+    the step's progress on the sigma scale (default step / (steps - 1))."""
     if protect and step % protect == 0:
         return n, n
-    p = step / (steps - 1)
+    p = step / (steps - 1) if progress is None else progress
     r = min(1.0, max(0.0, (ratio - dev) + 2 * dev * math.cos(math.pi / 2 * p)))
     n_red = int(n * r)
     windows = (h // 2) * (w // 2)
@@ -110,8 +120,9 @@ def test_blocks_follow_the_schedule_step_by_step(pack, models):
         sample(probe.model, latent_hw=(2 * h, 2 * w), steps=steps, cfg=3.0)
     seen = probe.image_tokens_by_step()
     assert sorted(seen) == list(range(steps))
+    progress = sigma_progress(model, steps)
     for s in range(steps):
-        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps)}, s
+        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, progress=progress[s])}, s
     dual = [c for c in probe.calls if c.block in (0, 1)]
     assert all(len(c.attn_seq) == 2 and c.attn_seq[1] == c.attn_seq[0] - TEXT_TOKENS for c in dual)
 
@@ -126,8 +137,9 @@ def test_separate_cond_and_uncond_calls_keep_the_schedule(pack):
     assert torch.isfinite(out).all()
     assert {c.chunks for c in probe.calls} == {(0,), (1,)}
     seen = probe.image_tokens_by_step()
+    progress = sigma_progress(model, steps)
     for s in range(steps):
-        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps)}, s
+        assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, progress=progress[s])}, s
     report = patched.model_options["transformer_options"]["sdtm"].last_report
     assert report["cache"]["misses"] == 0 and report["cache"]["blends"] > 0
 
@@ -141,13 +153,15 @@ def test_img2img_and_two_samplers_in_a_row(pack, models):
         n_first = len(probe.calls)
         second = sample(probe.model, latent=first, steps=8, denoise=0.5, seed=3)  # a hires-fix style pass
     assert torch.isfinite(second).all()
-    for calls, steps in ((probe.calls[:n_first], 6), (probe.calls[n_first:], 8)):
+    # the hires pass (denoise 0.5) is the second half of a 16-step schedule: its progress from 0.5 on
+    for calls, steps, denoise in ((probe.calls[:n_first], 6, 1.0), (probe.calls[n_first:], 8, 0.5)):
         seen = {}
         for c in calls:
             seen.setdefault(c.step, set()).add((c.attn_seq[0] - TEXT_TOKENS, c.mlp_tokens))
         assert sorted(seen) == list(range(steps))
+        progress = sigma_progress(model, steps, denoise)
         for s in range(steps):
-            assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, protect=0)}, (steps, s)
+            assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, protect=0, progress=progress[s])}, (steps, s)
     report = patched.model_options["transformer_options"]["sdtm"].last_report
     assert report["num_steps"] == 8
 

@@ -1,0 +1,91 @@
+"""Runs through the real ComfyUI server in API format, as a user's prompt arrives: two samplers on one
+SDTM-patched model each get their own report and merge map; KSamplerAdvanced 0-4 then 4-8 gets the
+single run's plan; SamplerCustomAdvanced with no step left is a no-op; the Run Report's summary is in
+the node's UI output. Tiny stand-in checkpoint (see tests/test_server.py)."""
+import json
+
+import pytest
+
+from tools import workflow_api as wa
+from tools.comfy_server import PromptError, with_stand_ins
+from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
+
+
+def base_prompt(models, tag: str) -> dict:
+    prompt = with_stand_ins(wa.load_json(wa.API_DIR / "sd3_medium_sdtm.json"), models["tiny"], 128, 4, tag)
+    prompt["2"]["inputs"]["preset"] = "fast"
+    return prompt
+
+
+def sampler(prompt: dict, node_id: str, steps: int, seed: int, width: int, height: int) -> None:
+    prompt[f"{node_id}L"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height,
+                                                                                "batch_size": 1}}
+    prompt[node_id] = {"class_type": "KSampler", "inputs": {**prompt["6"]["inputs"], "steps": steps, "seed": seed,
+                                                            "latent_image": [f"{node_id}L", 0]}}
+
+
+def test_two_samplers_on_one_model_get_their_own_report_and_map(server, models):
+    prompt = base_prompt(models, "two samplers")
+    sampler(prompt, "A", 4, 42, 128, 128)
+    sampler(prompt, "B", 6, 5, 256, 128)
+    prompt["BD"] = {"class_type": "VAEDecode", "inputs": {"samples": ["B", 0], "vae": ["1", 2]}}
+    prompt["9"]["inputs"]["samples"] = ["B", 0]
+    prompt["RA"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["2", 0], "samples": ["A", 0]}}
+    prompt["M"] = {"class_type": "SDTM_MergeMap", "inputs": {"model": ["2", 0], "image": ["BD", 0], "samples": ["B", 0],
+                                                             "block": -1, "steps": "auto", "opacity": 0.5}}
+    prompt["MS"] = {"class_type": "SaveImage", "inputs": {"images": ["M", 0], "filename_prefix": "sdtm_map"}}
+    for unused in ("5", "6", "7", "8"):
+        del prompt[unused]
+    run = server.run_prompt(prompt, timeout=600)
+    report_b, report_a = (json.loads(run.texts(nid)[0]) for nid in ("9", "RA"))
+    assert (report_b["num_steps"], report_b["seed"], report_b["latent_shape"]) == (6, 5, [1, 16, 16, 32])
+    assert (report_a["num_steps"], report_a["seed"], report_a["latent_shape"]) == (4, 42, [1, 16, 16, 16])
+    (picture,) = run.history["outputs"]["MS"]["images"]
+    assert server.output_path(picture).is_file()
+
+    prompt["M"]["inputs"]["samples"] = ["A", 0]  # A's run under B's image: refused, not stretched
+    with pytest.raises(PromptError) as caught:
+        server.run_prompt(prompt, timeout=600)
+    assert "not the image of this run" in str(caught.value)
+
+
+def test_split_sampling_gets_the_single_runs_plan(server, models):
+    prompt = base_prompt(models, "split")
+    common = {k: v for k, v in prompt["6"]["inputs"].items() if k not in ("seed", "denoise")}
+    common.update(steps=8, noise_seed=3)
+    prompt["S"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "enable", "start_at_step": 0, "end_at_step": 8, "return_with_leftover_noise": "disable"}}
+    prompt["P1"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "add_noise": "enable", "start_at_step": 0, "end_at_step": 4, "return_with_leftover_noise": "enable"}}
+    prompt["P2"] = {"class_type": "KSamplerAdvanced", "inputs": {
+        **common, "latent_image": ["P1", 0], "add_noise": "disable", "start_at_step": 4, "end_at_step": 8,
+        "return_with_leftover_noise": "disable"}}
+    for nid in ("S", "P1", "P2"):
+        prompt[f"R{nid}"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["2", 0], "samples": [nid, 0]}}
+    for unused in ("6", "7", "8", "9"):
+        del prompt[unused]
+    run = server.run_prompt(prompt, timeout=600)
+    single, first, second = (json.loads(run.texts(f"R{nid}")[0]) for nid in ("S", "P1", "P2"))
+    plan = {s["step"]: (s["phase"], s["attn_tokens"], s["mlp_tokens"]) for s in single["steps"]}
+    parts = {s["step"]: (s["phase"], s["attn_tokens"], s["mlp_tokens"]) for s in first["steps"] + second["steps"]}
+    assert (first["first_step"], second["first_step"]) == (0, 4) and parts == plan
+    summary = run.history["outputs"]["RP2"]["summary"][0]
+    assert summary.startswith("SDTM preset fast: 4 steps (4-7)")
+
+
+def test_sampler_custom_advanced_with_no_step_left_is_a_no_op(server, models):
+    prompt = base_prompt(models, "no step left")
+    prompt["G"] = {"class_type": "CFGGuider", "inputs": {"model": ["2", 0], "positive": ["3", 0],
+                                                         "negative": ["4", 0], "cfg": 4.0}}
+    prompt["SC"] = {"class_type": "BasicScheduler", "inputs": {"model": ["2", 0], "scheduler": "sgm_uniform",
+                                                               "steps": 4, "denoise": 1.0}}
+    prompt["SP"] = {"class_type": "SplitSigmas", "inputs": {"sigmas": ["SC", 0], "step": 4}}
+    prompt["N"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}
+    prompt["K"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}
+    prompt["X"] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+        "noise": ["N", 0], "guider": ["G", 0], "sampler": ["K", 0], "sigmas": ["SP", 1], "latent_image": ["5", 0]}}
+    prompt["7"]["inputs"]["samples"] = ["X", 0]
+    for unused in ("6", "9"):
+        del prompt[unused]
+    run = server.run_prompt(prompt, timeout=600)
+    assert len(run.history["outputs"]["8"]["images"]) == 1
