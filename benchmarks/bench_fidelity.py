@@ -11,7 +11,7 @@ For every seed, the unmerged image and, at the same seed and prompt:
 * ToMe on the preset's own schedule (its deviation and full steps, no cache blending, which ToMe
   does not have), again with the ratio searched for equal FLOPs: the merge rule alone.
 
-PSNR and SSIM (``tools.image_metrics``) of the decoded images (``tools.photo_codec.decode``) against
+PSNR and SSIM (``harness.image_metrics``) of the decoded images (``photo_fixture.photo_codec.decode``) against
 the unmerged image, the FLOP-model speedup each run's own report computed, a table, a chart and JSON.
 
     .venv/bin/python -m benchmarks.bench_fidelity                 # about 5 minutes on one CPU core
@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 
-from tools import photo_codec
-from tools.comfy_env import REPO, import_comfy, load_pack
+from harness.comfy_env import REPO, import_comfy, load_pack
+from photo_fixture import photo_codec
+from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
 
 IMAGES = REPO / "docs" / "images"
-STEPS, SEEDS, SIZE_PX, CFG = 20, 4, 128, 4.5
-SAMPLER, SCHEDULER = "euler", "sgm_uniform"
+STEPS, SEEDS, SIZE_PX = 20, 4, 128
 RATIO_GRID = [i / 400 for i in range(1, 381)]  # ToMe ratios searched for equal FLOPs (0.0025 .. 0.95)
 
 
@@ -100,27 +100,20 @@ def patched_model(pack, model, case: Case):
     return pack.advanced.execute(model, **case.node_inputs).args[0]
 
 
-def sample(model, seed: int, positive, negative, steps: int, latent_hw: tuple[int, int]) -> torch.Tensor:
-    nodes = import_comfy()
-    latent = torch.zeros(1, photo_codec.LATENT_CHANNELS, *latent_hw)
-    (out,) = nodes.common_ksampler(model, seed, steps, CFG, SAMPLER, SCHEDULER, positive, negative, {"samples": latent})
-    return out["samples"]
-
-
 def measure(pack, model, cases: list[Case], seeds: int, steps: int, latent_hw, clip) -> dict[str, list]:
     """Fill each case's metrics; return the decoded images of seed 0 (for the sample strip)."""
-    from tools.image_metrics import psnr, ssim
+    from harness.image_metrics import psnr, ssim
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
     strip = {}
     for seed in range(seeds):
         caption = photo_codec.PHOTOS[seed % len(photo_codec.PHOTOS)].caption
         positive = photo_codec.prompt_conditioning(clip, caption)
-        reference = photo_codec.decode(sample(model, seed, positive, negative, steps, latent_hw))
+        reference = photo_codec.decode(sample_fixture(model, seed, positive, negative, steps, latent_hw))
         if seed == 0:
             strip["unmerged"] = reference
         for case in cases:
             patched = patched_model(pack, model, case)
-            image = photo_codec.decode(sample(patched, seed, positive, negative, steps, latent_hw))
+            image = photo_codec.decode(sample_fixture(patched, seed, positive, negative, steps, latent_hw))
             report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
             case.run_speedup.append(float(report["flop_speedup"]))
             case.psnr.append(float(psnr(image, reference)[0]))
@@ -235,7 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     import comfy.utils
     comfy.utils.PROGRESS_BAR_ENABLED = False
     pack = load_pack()
-    from tools.tiny_sd3 import tiny_model
+    from harness.tiny_sd3 import tiny_model
     fixture, clip = photo_codec.load_fixture(args.fixture)
     latent_hw = (args.size // photo_codec.PIXELS_PER_LATENT,) * 2
     grid = (latent_hw[0] // 2, latent_hw[1] // 2)

@@ -214,7 +214,7 @@ def main(argv=None) -> int:
                    help="CPU threads (default 1: with no arithmetic to share, more threads only add thread sync)")
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
-    from tools.comfy_env import import_comfy, load_pack
+    from harness.comfy_env import import_comfy, load_pack
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     import_comfy(device="cuda" if device.type == "cuda" else "cpu")

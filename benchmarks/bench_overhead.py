@@ -39,7 +39,7 @@ def timed(fn, device: torch.device, repeat: int) -> list[float]:
 
 
 def joint_block(hidden: int, heads: int, qk_norm: str | None, device, dtype):
-    from tools.comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     import_comfy()
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.mmdit import JointBlock
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    from tools.comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     import_comfy(device="cuda" if device.type == "cuda" else "cpu", attention=args.attention)
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
     attention = getattr(mmdit.optimized_attention, "__name__", str(mmdit.optimized_attention))

@@ -176,7 +176,7 @@ def block_part(pack, base, name: str, res: int, batch: int, ratio: float, repeat
 def schedule_part(pack, base, name: str, res: int, batch: int, steps: int, cfg: float, presets: list[str],
                   tome: bool, repeat: int, device) -> list[dict]:
     """Whole sampling runs through ComfyUI's KSampler path: unpatched vs presets vs ToMe."""
-    from tools.comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     nodes = import_comfy()
     ops, hook = pack.ops, pack.hook
     lat = res // 8
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
     if not parts <= {"block", "schedule"}:
         p.error("--parts takes block, schedule or both")
 
-    from tools.comfy_env import import_comfy, load_pack
+    from harness.comfy_env import import_comfy, load_pack
     import_comfy(device="cuda" if device.type == "cuda" else "cpu", attention=args.attention)
     pack = load_pack()
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit

@@ -20,7 +20,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="4,20,30,50", help="comma separated")
     p.add_argument("--models", default=",".join(MODEL_SHAPES))
     args = p.parse_args(argv)
-    from tools.comfy_env import load_pack
+    from harness.comfy_env import load_pack
     presets = {name: cfg for name, (cfg, _) in load_pack().presets.PRESETS.items()}
     print("| model | resolution | steps | " + " | ".join(presets) + " |")
     print("|---|---|---|" + "---|" * len(presets))

@@ -5,7 +5,7 @@
 #   benchmarks/gpu_report.sh [OUT_DIR] [more bench_speed options]
 #   DEVICE=cpu benchmarks/gpu_report.sh out/cpu-check --depth 2 --res 256 --steps 4 --repeat 1   # dry run on CPU
 # Needs a Python with torch and ComfyUI's requirements (PYTHON picks it, default python3). ComfyUI
-# comes from COMFYUI_PATH or .cache/comfyui (tools/get_comfyui.py unpacks it).
+# comes from COMFYUI_PATH or .cache/comfyui (commands/get_comfyui.py unpacks it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${1:-out/gpu}
@@ -16,7 +16,7 @@ DTYPE=float16
 [ "$DEVICE" = cpu ] && DTYPE=float32
 mkdir -p "$OUT"
 if [ -z "${COMFYUI_PATH:-}" ] && [ ! -f .cache/comfyui/comfyui_version.py ]; then
-  "$PY" tools/get_comfyui.py
+  "$PY" commands/get_comfyui.py
 fi
 "$PY" -m benchmarks.bench_speed --models sd3-medium --res 1024 --steps 30 --dtype "$DTYPE" --device "$DEVICE" \
   --presets reference,balanced,fast,turbo --repeat 3 --json "$OUT/bench_speed.json" --markdown "$OUT/bench_speed.md" "$@"

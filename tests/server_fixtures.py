@@ -3,8 +3,8 @@ module as a pytest plugin): one set of stand-in model files for the workflows' c
 once, and one real ComfyUI server (main.py) serving them with this pack, started once per test session."""
 import pytest
 
-from tools import workflow_api as wa
-from tools.comfy_server import ComfyServer, stand_in_models
+from commands import workflow_api as wa
+from harness.comfy_server import ComfyServer, stand_in_models
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import workflow_api as wa
-from tools.comfy_server import CHROMIUM, Editor
+from commands import workflow_api as wa
+from harness.comfy_server import CHROMIUM, Editor
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "browser"

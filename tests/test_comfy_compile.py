@@ -6,8 +6,8 @@ needed."""
 import pytest
 import torch
 
-from tools.comfy_env import import_comfy, load_pack
-from tools.tiny_sd3 import sample, tiny_model
+from harness.comfy_env import import_comfy, load_pack
+from harness.tiny_sd3 import sample, tiny_model
 
 
 @pytest.fixture(scope="module")

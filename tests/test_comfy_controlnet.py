@@ -4,8 +4,8 @@ import gc
 
 import torch
 
-from tools.comfy_env import import_comfy, load_pack, register_model_dir
-from tools.tiny_sd3 import conditioning, sample, tiny_model, write_tiny_bundle
+from harness.comfy_env import import_comfy, load_pack, register_model_dir
+from harness.tiny_sd3 import conditioning, sample, tiny_model, write_tiny_bundle
 
 
 def tiny_sd3_controlnet(depth: int = 3, blocks: int = 2, seed: int = 3):
@@ -15,7 +15,7 @@ def tiny_sd3_controlnet(depth: int = 3, blocks: int = 2, seed: int = 3):
     import comfy.controlnet
     import comfy.latent_formats
     import comfy.ops
-    from tools.tiny_sd3 import CONTEXT_DIM, POOLED_DIM, POS_EMBED_MAX
+    from harness.tiny_sd3 import CONTEXT_DIM, POOLED_DIM, POS_EMBED_MAX
     control = comfy.cldm.mmdit.ControlNet(
         num_blocks=blocks, control_latent_channels=16, operations=comfy.ops.disable_weight_init, device="cpu",
         dtype=torch.float32, in_channels=16, out_channels=16, patch_size=2, depth=depth, input_size=None,

@@ -9,8 +9,8 @@ import pytest
 
 from sdtm_ops.config import SDTMConfig
 from sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE
-from tools.comfy_env import import_comfy, load_pack, prompt_executor, register_model_dir
-from tools.tiny_sd3 import write_tiny_bundle
+from harness.comfy_env import import_comfy, load_pack, prompt_executor, register_model_dir
+from harness.tiny_sd3 import write_tiny_bundle
 
 
 @pytest.fixture(scope="module")

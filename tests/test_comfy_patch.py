@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from block_probe import BlockProbe
-from tools.comfy_env import import_comfy, load_pack
-from tools.tiny_sd3 import VARIANTS, sample, tiny_model
+from harness.comfy_env import import_comfy, load_pack
+from harness.tiny_sd3 import VARIANTS, sample, tiny_model
 
 TEXT_TOKENS = 154  # conditioning() default
 

@@ -151,8 +151,8 @@ def test_cache_is_keyed_by_layout_and_released():
 def _merge_maps_after_sampling(sampling_seed: int, merge_seed: int = -1) -> dict:
     """Sample a tiny SD3.5-medium through ComfyUI's KSampler with the SDTM Advanced patch; the noise is
     disabled and the latent fixed, so the sampling seed can reach the result only through SDTM."""
-    from tools.comfy_env import import_comfy, load_pack
-    from tools.tiny_sd3 import conditioning, tiny_model
+    from harness.comfy_env import import_comfy, load_pack
+    from harness.tiny_sd3 import conditioning, tiny_model
     pack, nodes = load_pack(), import_comfy()
     patched = pack.advanced.execute(
         tiny_model("sd3.5-medium", seed=4), method="sdtm", ratio=0.4, deviation=0.2, switch_percent=0.3,

@@ -1,4 +1,4 @@
-"""The evaluation CLI (tools/evaluate.py) and the image metrics (tools/image_metrics.py), on CPU with a tiny
+"""The evaluation CLI (commands/evaluate.py) and the image metrics (harness/image_metrics.py), on CPU with a tiny
 SD3-family model saved as safetensors and loaded by ComfyUI's own loaders. The CLI runs as a real
 subprocess (and under torchrun with two gloo processes)."""
 import hashlib
@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tools import evaluate
-from tools.comfy_env import import_comfy
-from tools.image_metrics import load_images, psnr, ssim
-from tools.tiny_sd3 import TINY_CLIP, TINY_UNET, write_tiny_bundle
+from commands import evaluate
+from harness.comfy_env import import_comfy
+from harness.image_metrics import load_images, psnr, ssim
+from harness.tiny_sd3 import TINY_CLIP, TINY_UNET, write_tiny_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 LONG_CAPTION = " ".join(f"a small red house number {i} beside a tall green tree under a cloudy sky" for i in range(8))
@@ -34,7 +34,7 @@ def run_cli(*args: str, torchrun: int = 0, timeout: int = 300, env: dict | None 
     as torchrun gives each of its workers: on a CPU the thread count changes how torch splits its
     sums, hence the last bits of the images, so one thread everywhere makes the files comparable."""
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [])
-    return subprocess.run([*launcher, "-m", "tools.evaluate", *args], check=False, cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([*launcher, "-m", "commands.evaluate", *args], check=False, cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
@@ -221,7 +221,7 @@ def test_bad_input_fails_in_one_line_before_any_model_loads(setup, tmp_path):
         args = [item for key, value in options.items() if value is not None for item in (key, value)]
         result = run_cli("sample", *args)
         lines = result.stderr.strip().splitlines()
-        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("python -m tools.evaluate: error:") \
+        if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith("python -m commands.evaluate: error:") \
                 or expected not in lines[0]:
             failures.append((name, result.returncode, result.stderr[-800:]))
     assert not failures
@@ -230,7 +230,7 @@ def test_bad_input_fails_in_one_line_before_any_model_loads(setup, tmp_path):
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
     """The error line (ComfyUI's own import warnings aside, where it was imported)."""
-    lines = [line for line in result.stderr.splitlines() if line.startswith("python -m tools.evaluate: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("python -m commands.evaluate: error:")]
     assert result.returncode == 2 and len(lines) == 1 and "Traceback" not in result.stderr, \
         (result.returncode, result.stderr[-3000:])
     return lines[0]
@@ -282,7 +282,7 @@ def test_a_bad_sampler_name_is_refused_before_any_model_loads(setup, tmp_path):
                      "--unet", str(not_a_model), "--clip", str(not_a_model), "--vae", str(not_a_model),
                      *SIZE, "--sampler", "eulerr")
     assert result.returncode == 2
-    error_lines = [line for line in result.stderr.splitlines() if line.startswith("python -m tools.evaluate")]
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("python -m commands.evaluate")]
     assert len(error_lines) == 1 and "--sampler must be one of ComfyUI's samplers" in error_lines[0]
     assert "euler_ancestral" in error_lines[0]
 
@@ -292,12 +292,12 @@ def test_compare_refuses_folders_without_common_images(tmp_path):
     (tmp_path / "b").mkdir()
     result = run_cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert result.returncode == 2
-    assert result.stderr.strip().startswith("python -m tools.evaluate: error: no image file names in common")
+    assert result.stderr.strip().startswith("python -m commands.evaluate: error: no image file names in common")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 # ---------------------------------------------------------------------------------------------
-# tools/image_metrics.py against independent computations
+# harness/image_metrics.py against independent computations
 # ---------------------------------------------------------------------------------------------
 def _reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Wang et al. 2004 with scipy: Gaussian window sigma 1.5 truncated to 11 taps, borders mirrored

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from benchmarks import bench_fidelity as bench
-from tools import photo_codec
-from tools.comfy_env import import_comfy, load_pack
+from harness.comfy_env import import_comfy, load_pack
+from photo_fixture import photo_codec
+from photo_fixture.sample import sample_fixture
 
 SEEDS = (0, 1, 2)
 FIDELITY_JSON = Path(__file__).resolve().parents[1] / "docs" / "images" / "fixture_fidelity.json"
@@ -69,12 +70,12 @@ def test_fixture_is_an_sd3_model_to_comfyui(setup):
     assert model.model.model_sampling.shift == comfy.supported_models.SD3.sampling_settings["shift"]
     metadata = photo_codec.fixture_metadata()
     # The fixture learned its prompts as this text encoder encodes them: a changed random CLIP-L
-    # (tools.tiny_sd3.clip_l_state_dict) would silently turn its prompts into noise.
+    # (harness.tiny_sd3.clip_l_state_dict) would silently turn its prompts into noise.
     assert metadata["clip_l_sha256"] == photo_codec.fixture_clip_digest()
 
 
 def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
-    from tools.image_metrics import psnr
+    from harness.image_metrics import psnr
     pack, model, clip = setup
     preset = pack.presets.DEFAULT_PRESET
     latent_hw = (bench.SIZE_PX // photo_codec.PIXELS_PER_LATENT,) * 2
@@ -82,9 +83,9 @@ def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
     values = []
     for seed in SEEDS:
         positive = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[seed % len(photo_codec.PHOTOS)].caption)
-        reference = photo_codec.decode(bench.sample(model, seed, positive, negative, bench.STEPS, latent_hw))
+        reference = photo_codec.decode(sample_fixture(model, seed, positive, negative, bench.STEPS, latent_hw))
         patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
-        merged = photo_codec.decode(bench.sample(patched, seed, positive, negative, bench.STEPS, latent_hw))
+        merged = photo_codec.decode(sample_fixture(patched, seed, positive, negative, bench.STEPS, latent_hw))
         report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
         expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), (latent_hw[0] // 2, latent_hw[1] // 2),
                                           pack.presets.preset_config(preset), bench.STEPS,

@@ -8,8 +8,8 @@ from frozen_sdtm import merge as old_merge
 from frozen_sdtm import partition as old_partition
 from sdtm_ops import (RunState, SDTMConfig, blend_with_cache, detail_partition, layout_key, merge_tokens,
                       unmerge_tokens, window_grid, window_partition)
-from tools.comfy_env import import_comfy, load_pack
-from tools.tiny_sd3 import tiny_model
+from harness.comfy_env import import_comfy, load_pack
+from harness.tiny_sd3 import tiny_model
 
 # Most kernel-launching aten ops a merged block may add to the unpatched block (batch 2, ratio 0.5,
 # the balanced preset's cache blending on or the fast preset's off). Before the launch cuts these

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from block_probe import BlockProbe
-from tools.comfy_env import import_comfy, load_pack
-from tools.tiny_sd3 import sample, tiny_model
+from harness.comfy_env import import_comfy, load_pack
+from harness.tiny_sd3 import sample, tiny_model
 
 STEPS, LATENT = 10, (32, 48)  # 16 x 24 image tokens
 H, W = LATENT[0] // 2, LATENT[1] // 2

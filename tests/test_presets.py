@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tools.comfy_env import REPO, load_pack
+from harness.comfy_env import REPO, load_pack
 
 MODELS = ("sd3-medium", "sd3.5-medium", "sd3.5-large")  # the order the descriptions use
 # the bench_speed runs the descriptions quote: turbo at 4 steps, the others at 10 steps

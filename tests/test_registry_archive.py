@@ -1,6 +1,6 @@
-"""The Comfy Registry archive (tools/registry_archive.py builds it as `comfy node publish` does): it holds
+"""The Comfy Registry archive (commands/registry_archive.py builds it as `comfy node publish` does): it holds
 what ComfyUI loads plus README, LICENSE, pyproject.toml, requirements.txt, the icon and the workflows,
-nothing of the tests, benchmarks, docs, tools or CI, fits in 1.5 MiB, and ComfyUI's own custom-node
+nothing of the tests, benchmarks, docs, tooling (commands, harness, photo fixture) or CI, fits in 1.5 MiB, and ComfyUI's own custom-node
 loader loads the pack from it under the Registry's folder name."""
 import json
 import subprocess
@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from tools import registry_archive
+from commands import registry_archive
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_DIRS = ("nodes/", "sdtm_ops/", "web/", "workflows/")
 TOP_FILES = ("__init__.py", "README.md", "LICENSE", "pyproject.toml", "requirements.txt")
-LEFT_OUT = ("tests/", "benchmarks/", "docs/", "tools/", ".ci/")
+LEFT_OUT = ("tests/", "benchmarks/", "docs/", "commands/", "harness/", "photo_fixture/", ".ci/")
 MAX_BYTES = int(1.5 * 2**20)
 
 
@@ -56,7 +56,7 @@ def test_comfyui_loads_the_pack_from_the_archive_under_its_registry_name(archive
     script = (
         "import asyncio, json, sys\n"
         f"sys.path.append({str(REPO)!r})\n"
-        "from tools.comfy_env import import_comfy\n"
+        "from harness.comfy_env import import_comfy\n"
         "nodes = import_comfy()\n"
         f"ok = asyncio.run(nodes.load_custom_node({str(folder)!r}))\n"
         "print(json.dumps({'ok': ok, 'nodes': sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith('SDTM'))}))\n"

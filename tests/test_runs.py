@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from tools.comfy_env import import_comfy, load_pack
-from tools.tiny_sd3 import conditioning, sample, tiny_model
+from harness.comfy_env import import_comfy, load_pack
+from harness.tiny_sd3 import conditioning, sample, tiny_model
 
 STEPS, HW = 8, (32, 48)  # 16 x 24 image tokens
 

@@ -2,7 +2,7 @@
 image with the tiny models swapped in, the pack's workflows are listed as templates, bad prompts get
 HTTP 400 naming the input, and the demo writes its images and report.
 
-Swapped in for speed on CPU (tools.comfy_server.with_stand_ins): each CheckpointLoaderSimple loads a
+Swapped in for speed on CPU (harness.comfy_server.with_stand_ins): each CheckpointLoaderSimple loads a
 tiny random checkpoint of the matching family (SD3-medium, SD3.5-large, SD3.5-medium layouts, TAESD3 as
 the VAE); the turbo workflow's TripleCLIPLoader becomes a CLIPLoader of a random CLIP-L with type sd3;
 images are 256x256 instead of 1024x1024 and at most 4 steps are sampled. cfg, sampler, scheduler and
@@ -16,8 +16,8 @@ import os
 import pytest
 from PIL import Image
 
-from tools import workflow_api as wa
-from tools.comfy_server import PromptError, _shadow_tree, describe_refusal, with_stand_ins
+from commands import workflow_api as wa
+from harness.comfy_server import PromptError, _shadow_tree, describe_refusal, with_stand_ins
 
 SIZE = 256
 MAX_STEPS = 4
@@ -137,7 +137,7 @@ def with_advanced_sampler(prompt: dict) -> dict:
 
 
 def test_the_demo_reads_steps_and_seed_from_either_sampler():
-    from tools.demo import sampler_settings
+    from commands.demo import sampler_settings
     prompt = twin("sd3_medium_sdtm")
     (nid,) = [nid for nid, node in prompt.items() if node["class_type"] == "KSampler"]
     plain = (nid, prompt[nid]["inputs"]["steps"], prompt[nid]["inputs"]["seed"])
@@ -147,7 +147,7 @@ def test_the_demo_reads_steps_and_seed_from_either_sampler():
 
 @pytest.mark.parametrize("model,sampler", [("photo", "KSampler"), ("tiny", "KSamplerAdvanced")])
 def test_the_demo_writes_images_and_a_report(tmp_path, model, sampler):
-    from tools.demo import SMALL_MODEL_TIMING, parse_args, run_demo
+    from commands.demo import SMALL_MODEL_TIMING, parse_args, run_demo
     out = tmp_path / "demo"
     workflow = tmp_path / "workflow.json"
     prompt = twin("sd3_medium_sdtm")

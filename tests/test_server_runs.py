@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tools import workflow_api as wa
-from tools.comfy_server import PromptError, with_stand_ins
+from commands import workflow_api as wa
+from harness.comfy_server import PromptError, with_stand_ins
 from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 

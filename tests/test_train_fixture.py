@@ -4,8 +4,8 @@ fixture's architecture: 8 joint blocks of width 128)."""
 import pytest
 import torch
 
-from tools import train_fixture
-from tools.comfy_env import import_comfy
+from photo_fixture import train_fixture
+from harness.comfy_env import import_comfy
 
 
 def test_resume_gives_the_uninterrupted_result(tmp_path):

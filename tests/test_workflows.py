@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from tools import workflow_api as wa
-from tools.demo import PATCH_NODES, REPORT_NODES, without_sdtm
-from tools.tiny_sd3 import CHECKPOINT_VAES, cached_tiny_checkpoint, tiny_cache_dir
+from commands import workflow_api as wa
+from commands.demo import PATCH_NODES, REPORT_NODES, without_sdtm
+from harness.tiny_sd3 import CHECKPOINT_VAES, cached_tiny_checkpoint, tiny_cache_dir
 
 UI_FILES = wa.ui_workflows()
 NAMES = [p.stem for p in UI_FILES]
@@ -244,7 +244,7 @@ def test_every_node_names_its_pack_and_every_loader_its_downloads(name):
     models" (a huggingface.co link to each .safetensors file and the models/ folder it goes in)."""
     import tomllib
 
-    from tools.get_comfyui import VERSION
+    from commands.get_comfyui import VERSION
     project = tomllib.loads((wa.REPO / "pyproject.toml").read_text())["project"]
     for node in load(name)["nodes"]:
         properties = node.get("properties", {})
@@ -286,8 +286,8 @@ def test_the_check_names_a_node_whose_registry_properties_drifted(tmp_path, obje
 def test_tiny_checkpoint_loads_as_sd3_with_its_own_vae(tmp_path):
     """CheckpointLoaderSimple (the node itself) detects the tiny file as SD3 and decodes with the SD3 VAE
     written into it."""
-    from tools.comfy_env import import_comfy, register_model_dir
-    from tools.tiny_sd3 import sd3_vae_state_dict
+    from harness.comfy_env import import_comfy, register_model_dir
+    from harness.tiny_sd3 import sd3_vae_state_dict
     nodes = import_comfy()
     import comfy.latent_formats
     import comfy.supported_models
@@ -306,7 +306,7 @@ def test_tiny_checkpoint_loads_as_sd3_with_its_own_vae(tmp_path):
 
 
 def test_tiny_checkpoint_rejects_unknown_choices(tmp_path):
-    from tools.tiny_sd3 import write_tiny_checkpoint
+    from harness.tiny_sd3 import write_tiny_checkpoint
     with pytest.raises(ValueError, match=f"vae must be one of {', '.join(CHECKPOINT_VAES)}, got 'huge'"):
         write_tiny_checkpoint(tmp_path / "x.safetensors", vae="huge")
     with pytest.raises(ValueError, match="variant must be one of .*, got 'sd4'"):

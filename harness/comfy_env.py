@@ -11,7 +11,6 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_TREE = REPO / ".cache" / "comfyui"
 PACK_NAME = "ComfyUI-SDTM"
@@ -22,7 +21,7 @@ def comfy_root() -> Path:
     if not (root / "comfy" / "model_patcher.py").is_file():
         raise RuntimeError(
             f"no ComfyUI tree at {root}. Set COMFYUI_PATH to a ComfyUI checkout, or run "
-            f"'python tools/get_comfyui.py' to unpack ComfyUI 0.3.75 into {DEFAULT_TREE}.")
+            f"'python commands/get_comfyui.py' to unpack ComfyUI 0.3.75 into {DEFAULT_TREE}.")
     return root
 
 
@@ -56,6 +55,7 @@ def import_comfy(device: str | None = None, attention: str | None = None):
     import comfy.model_management  # noqa: F401  (asserts CUDA unless cpu is set first)
     importlib.import_module("utils.install_util")  # 0.3.75 needs it before server/nodes
     import server  # noqa: F401
+
     import nodes
     root_logger = logging.getLogger()
     level = root_logger.level

@@ -1,4 +1,4 @@
-"""`python -m tools.evaluate compare`: PSNR/SSIM between matched images of two folders, FID and CLIP score,
+"""`python -m commands.evaluate compare`: PSNR/SSIM between matched images of two folders, FID and CLIP score,
 every input checked before any metric model loads or any metric work starts."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .eval_captions import SETTINGS_FILE, UsageError, image_files, load_captions
 from .eval_sampling import pick_device
+
 
 def _optional(module: str) -> bool:
     import importlib.util
@@ -169,7 +170,7 @@ def run_compare(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .image_metrics import load_images, psnr, ssim
+    from harness.image_metrics import load_images, psnr, ssim
     device = torch.device(pick_device(args.device))
     # The models first, so that a model that cannot load stops the command before any work.
     fid = _fid_metric(args.fid_weights, device) if args.fid_ref is not None else None

@@ -1,4 +1,4 @@
-"""`python -m tools.evaluate sample`: its checks (before any model loads), the processes under torchrun,
+"""`python -m commands.evaluate sample`: its checks (before any model loads), the processes under torchrun,
 and sampling through ComfyUI's own loaders, text encoding, sampler and VAE with this pack's patch."""
 from __future__ import annotations
 
@@ -12,10 +12,19 @@ from pathlib import Path
 
 from sdtm_ops.knobs import KNOB_BY_FIELD, KNOBS, knob_problem
 
-from .eval_captions import (SETTINGS_FILE, Prompt, UsageError, derived_seed, image_files, image_noise, load_captions,
-                            make_batches, shard)
+from .eval_captions import (
+    SETTINGS_FILE,
+    Prompt,
+    UsageError,
+    derived_seed,
+    image_files,
+    image_noise,
+    load_captions,
+    make_batches,
+    shard,
+)
 
-PROG = "python -m tools.evaluate"
+PROG = "python -m commands.evaluate"
 JOINT_BLOCK = re.compile(r"(?:^|\.)joint_blocks\.(\d+)\.")  # MMDiT block weights
 TAESD_NAMES = ("taesd", "taesdxl", "taesd3", "taef1")  # VAELoader's built-in tiny autoencoders
 MODEL_FOLDERS = {  # ComfyUI model kind -> sub-folders of a models folder (current and legacy names)
@@ -252,7 +261,7 @@ def _check_settings(output: Path, settings: dict) -> bool:
 
 def _prepare_comfy(job: SampleJob, device: str):
     """Import ComfyUI and the pack, and check what needs them (names, sampler, presets) - no model loads."""
-    from .comfy_env import import_comfy, load_pack
+    from harness.comfy_env import import_comfy, load_pack
     nodes = import_comfy(device)
     pack = load_pack()
     import comfy.samplers

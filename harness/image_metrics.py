@@ -14,7 +14,7 @@ conventions and checks the inputs:
 
 Example::
 
-    from tools.image_metrics import load_images, psnr, ssim
+    from harness.image_metrics import load_images, psnr, ssim
     a = load_images(["sdtm/000000000139.jpg"])
     b = load_images(["none/000000000139.jpg"])
     print(psnr(a, b).item(), ssim(a, b).item())

@@ -1,5 +1,5 @@
 """Caption files, image file names and the determinism of evaluation sampling (per-image noise, fixed
-batches, sharding by rank), for tools/evaluate.py. See docs/EVALUATION.md."""
+batches, sharding by rank), for commands/evaluate.py. See docs/EVALUATION.md."""
 from __future__ import annotations
 
 import csv

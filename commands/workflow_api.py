@@ -1,9 +1,9 @@
 """UI-format workflows (what the ComfyUI editor saves and users drag in) -> API-format prompts (what
 POST /prompt takes), checked against the real node definitions (ComfyUI's GET /object_info).
 
-    python -m tools.workflow_api check            # every workflows/*.json is valid, its twin and properties current
-    python -m tools.workflow_api build            # (re)write workflows/api/<name>.json and the UI files' properties
-    python -m tools.workflow_api convert FILE.json [-o OUT.json]
+    python -m commands.workflow_api check            # every workflows/*.json is valid, its twin and properties current
+    python -m commands.workflow_api build            # (re)write workflows/api/<name>.json and the UI files' properties
+    python -m commands.workflow_api convert FILE.json [-o OUT.json]
 
 Node definitions come from the real ComfyUI imported in this process with this pack loaded (or, with
 --server URL, from a running server). Model-file choices (ckpt_name, clip_name...) list what is
@@ -366,7 +366,7 @@ def registry_property_problems(workflow: dict, object_info: dict) -> list[str]:
                 problems.append(f"{where}: properties.{key} is {have.get(key)!r}, should be {want.get(key)!r}")
         for value in node.get("widgets_values") or []:
             if isinstance(value, str) and value.endswith(MODEL_SUFFIXES) and value not in MODEL_DOWNLOADS:
-                problems.append(f"{where}: model file {value} has no download in tools/workflow_api.py MODEL_DOWNLOADS")
+                problems.append(f"{where}: model file {value} has no download in commands/workflow_api.py MODEL_DOWNLOADS")
     return problems
 
 
@@ -428,7 +428,7 @@ def object_info_in_process(model_files: dict[str, list[str]] | None = None) -> d
     import asyncio
     import tempfile
 
-    from .comfy_env import import_comfy, load_pack, register_model_dir
+    from harness.comfy_env import import_comfy, load_pack, register_model_dir
     import_comfy()
     load_pack()
     import server
@@ -463,7 +463,7 @@ def object_info_from_server(url: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.workflow_api", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m commands.workflow_api", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", help="take node definitions from this running ComfyUI (http://host:port)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("check", help="check every workflows/*.json and that its API twin is current")
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             for line in stale:
                 print(line, file=sys.stderr)
             if stale:
-                print("run: python -m tools.workflow_api build", file=sys.stderr)
+                print("run: python -m commands.workflow_api build", file=sys.stderr)
                 return 1
             print(f"{len(ui_workflows())} workflows valid, API twins current")
     except WorkflowError as e:

@@ -1,8 +1,8 @@
 """The README's merge-map picture: the photo fixture sampled with an SDTM preset through ComfyUI's
 UNETLoader and KSampler, then the pack's own SDTM Merge Map node drawn over the decoded image.
 
-    .venv/bin/python -m tools.merge_map_picture                       # docs/images/merge_map_fixture.png
-    .venv/bin/python -m tools.merge_map_picture --photo cat --preset fast --out out/map.png
+    .venv/bin/python -m commands.merge_map_picture                       # docs/images/merge_map_fixture.png
+    .venv/bin/python -m commands.merge_map_picture --photo cat --preset fast --out out/map.png
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from tools import photo_codec
-from tools.comfy_env import REPO, import_comfy, load_pack
+from harness.comfy_env import REPO, import_comfy, load_pack
+from photo_fixture import photo_codec
+from photo_fixture.sample import sample_fixture
 
 OUT = REPO / "docs" / "images" / "merge_map_fixture.png"
 
@@ -30,10 +30,7 @@ def merge_map_picture(preset: str, photo: str, seed: int, steps: int, size: int,
     positive = photo_codec.prompt_conditioning(clip, captions[photo])
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
     side = size // photo_codec.PIXELS_PER_LATENT
-    latent = torch.zeros(1, photo_codec.LATENT_CHANNELS, side, side)
-    (out,) = nodes.common_ksampler(patched, seed, steps, 4.5, "euler", "sgm_uniform", positive, negative,
-                                   {"samples": latent})
-    image = photo_codec.decode_to_comfy_image(out["samples"])
+    image = photo_codec.decode_to_comfy_image(sample_fixture(patched, seed, positive, negative, steps, (side, side)))
     # nearest-neighbour enlargement: each token cell stays a crisp square in the picture
     image = image.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     merge_map = nodes.NODE_CLASS_MAPPINGS["SDTM_MergeMap"]

@@ -1,9 +1,9 @@
 """Train the photo fixture: a small SD3-architecture MMDiT, learned on real photographs, that
 ComfyUI loads with UNETLoader and samples with KSampler like any SD3 model.
 
-    nice -n 5 .venv/bin/python -m tools.train_fixture            # the committed fixture (about 40 min)
-    .venv/bin/python -m tools.train_fixture --steps 200 --out /tmp/pilot   # a quick try
-    .venv/bin/python -m tools.train_fixture --grid-only          # redraw the sample grid from the fixture
+    nice -n 5 .venv/bin/python -m photo_fixture.train_fixture            # the committed fixture (about 40 min)
+    .venv/bin/python -m photo_fixture.train_fixture --steps 200 --out /tmp/pilot   # a quick try
+    .venv/bin/python -m photo_fixture.train_fixture --grid-only          # redraw the sample grid from the fixture
 
 What it trains (docs/FIXTURE.md says why):
 
@@ -12,10 +12,10 @@ What it trains (docs/FIXTURE.md says why):
   from the weights), patch 2, 16 latent channels, context_embedder 4096 -> 192, y_embedder 2048 ->
   192, a fixed 2-D sin-cos ``pos_embed`` table of 32 x 32 tokens. Stored in float16: 10 MB.
 * the data: random crops (64 and 128 pixels, random scale and flip) of the photographs listed in
-  ``tools.photo_codec.PHOTOS``, turned into latents by ``photo_codec.encode`` (no VAE) and then by
+  ``photo_fixture.photo_codec.PHOTOS``, turned into latents by ``photo_codec.encode`` (no VAE) and then by
   SD3's ``latent_format.process_in``, as ComfyUI's sampler does.
 * the conditioning: each photo's caption through ComfyUI's CLIPLoader (type "sd3") and CLIPTextEncode,
-  with the random CLIP-L of ``tools.tiny_sd3.clip_l_state_dict(seed=0)`` (the file
+  with the random CLIP-L of ``harness.tiny_sd3.clip_l_state_dict(seed=0)`` (the file
   ``write_tiny_bundle`` writes): context [1, 77, 4096], pooled [1, 2048]. 10% of the samples get
   the empty prompt's conditioning instead, so classifier-free guidance works.
 * the objective: SD3's rectified flow as ComfyUI samples it (``model_sampling.CONST`` and
@@ -41,13 +41,15 @@ from pathlib import Path
 
 import torch
 
+from harness.comfy_env import REPO, import_comfy
+
 from . import photo_codec
-from .comfy_env import REPO, import_comfy
+from .sample import CFG, sample_fixture
 
 DEPTH = 3  # hidden = 64 * depth, heads = depth (SD3's rule, which ComfyUI's detection relies on)
 # The deep fixture: 8 joint blocks (enough to measure block ranges and protected blocks) of width
 # 128 (depth 2 by SD3's rule), so that it stays small (11 MB) and trains in about the first one's time.
-# ComfyUI derives the width, not the block count, from the weights: tools.photo_codec.load_fixture
+# ComfyUI derives the width, not the block count, from the weights: photo_fixture.photo_codec.load_fixture
 # builds it with MMDiT's own ``num_blocks`` argument.
 # It trains for half the first fixture's steps, to fit one working session on 2 shared cores.
 DEEP_DEPTH, DEEP_BLOCKS, DEEP_STEPS = 2, 8, 3000
@@ -312,7 +314,7 @@ def save_fixture(state_dict: dict, path: Path, config: TrainConfig, seconds: flo
     from safetensors.torch import save_file
     metadata = {
         "sdtm_fixture": json.dumps({
-            "what": "SD3-architecture MMDiT trained on photographs by tools/train_fixture.py (docs/FIXTURE.md)",
+            "what": "SD3-architecture MMDiT trained on photographs by photo_fixture/train_fixture.py (docs/FIXTURE.md)",
             "config": asdict(config), "train_seconds": round(seconds, 1), "final_val_loss_ema": round(final_val, 6),
             "torch": torch.__version__, "machine": platform.machine(),
             "photos": [{**asdict(p), "sha256": photo_codec.file_digest(photo_codec.photo_path(p))}
@@ -349,7 +351,7 @@ def plot_loss(log_path: Path, png: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("rectified-flow MSE")
     ax.set_ylim(0, max(smooth_y[:1] + [v[1] for v in val[:2]] + [1.0]) * 1.1)
-    ax.set_title("Photo fixture training (tools/train_fixture.py)")
+    ax.set_title("Photo fixture training (photo_fixture/train_fixture.py)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -358,12 +360,12 @@ def plot_loss(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, steps: int = 30, cfg: float = 4.5) -> None:
+def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, steps: int = 30, cfg: float = CFG) -> None:
     """Sample every caption through ComfyUI (UNETLoader, CLIPLoader, CLIPTextEncode, KSampler
     euler / sgm_uniform), decode with photo_codec.decode, and draw one row per caption: a real
     crop of the photo (the whole photo scaled down) first, then the samples."""
     from PIL import Image, ImageDraw
-    nodes = import_comfy()
+    import_comfy()
     import comfy.utils
     comfy.utils.PROGRESS_BAR_ENABLED = False
     model, clip = photo_codec.load_fixture(fixture)
@@ -384,10 +386,8 @@ def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, st
                                                size=(size_px, size_px), mode="bilinear", antialias=True)
         tiles = [photo_codec.decode_to_pil(photo_codec.encode(real))[0]]
         for seed in range(seeds):
-            latent = torch.zeros(1, photo_codec.LATENT_CHANNELS, latent_h // 8, latent_w // 8)
-            (out,) = nodes.common_ksampler(model, seed, steps, cfg, "euler", "sgm_uniform", positive, negative,
-                                           {"samples": latent})
-            tiles.append(photo_codec.decode_to_pil(out["samples"])[0])
+            latent = sample_fixture(model, seed, positive, negative, steps, (latent_h // 8, latent_w // 8), cfg)
+            tiles.append(photo_codec.decode_to_pil(latent)[0])
         for col, tile in enumerate(tiles):
             grid.paste(tile, (pad + col * (size_px + pad), y + label_h))
     png.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ ls-files`` lists, minus those matching the patterns in ``.comfyignore`` (gitigno
 ``[tool.comfy] includes`` in pyproject.toml names (force-included even when ignored), with ZIP_DEFLATED.
 It does not read ``.gitignore`` beyond what git already leaves untracked.
 
-    python -m tools.registry_archive                 # build into a temporary folder, print size and files
-    python -m tools.registry_archive -o sdtm.zip     # keep the archive
+    python -m commands.registry_archive                 # build into a temporary folder, print size and files
+    python -m commands.registry_archive -o sdtm.zip     # keep the archive
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def build(zip_path: Path, root: Path = REPO) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.registry_archive", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m commands.registry_archive", description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", help="where to write the archive (default: a temporary file, removed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sdtm-archive-") as scratch:

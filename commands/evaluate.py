@@ -1,9 +1,9 @@
 """Evaluation sampling over a caption file, on one device or many (torchrun), and quality metrics.
 
-    python -m tools.evaluate sample --caption-path captions.json --checkpoint sd3_medium_incl_clips.safetensors \\
+    python -m commands.evaluate sample --caption-path captions.json --checkpoint sd3_medium_incl_clips.safetensors \\
         --output-path out/sdtm --method sdtm
-    torchrun --nproc_per_node=4 -m tools.evaluate sample ...      # the same files, four times faster
-    python -m tools.evaluate compare out/sdtm out/none [--fid-ref coco/val2017] [--caption-path captions.json]
+    torchrun --nproc_per_node=4 -m commands.evaluate sample ...      # the same files, four times faster
+    python -m commands.evaluate compare out/sdtm out/none [--fid-ref coco/val2017] [--caption-path captions.json]
 
 ``sample`` runs ComfyUI's own loaders, text encoding (CLIPTextEncode), sampler (comfy.sample, the
 KSampler path), VAE decoding and this pack's patch, and writes one image per caption, named
@@ -23,8 +23,17 @@ from pathlib import Path
 
 from sdtm_ops.knobs import KNOB_BY_FIELD, KNOBS
 
-from .eval_captions import (SETTINGS_FILE, Prompt, UsageError, derived_seed, image_noise,
-                            image_stem, load_captions, make_batches, shard)
+from .eval_captions import (
+    SETTINGS_FILE,
+    Prompt,
+    UsageError,
+    derived_seed,
+    image_noise,
+    image_stem,
+    load_captions,
+    make_batches,
+    shard,
+)
 from .eval_compare import run_compare
 from .eval_sampling import PROG, Ranks, run_sample, validate_sample
 

@@ -144,7 +144,7 @@ def random_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> t
 # ------------------------------------------------------------------------------------------------
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sdtm_photo_mmdit.safetensors"
 DEEP_FIXTURE = FIXTURE.with_name("sdtm_photo_mmdit_deep.safetensors")  # 8 joint blocks (docs/FIXTURE.md)
-CLIP_SEED = 0  # the fixture learned the captions as encoded by tools.tiny_sd3.clip_l_state_dict(seed=0)
+CLIP_SEED = 0  # the fixture learned the captions as encoded by harness.tiny_sd3.clip_l_state_dict(seed=0)
 _REGISTERED: dict[str, str] = {}
 
 
@@ -161,9 +161,9 @@ def state_dict_digest(state_dict: dict) -> str:
 
 def write_fixture_clip(folder: Path) -> Path:
     """Write the random CLIP-L the fixture was trained with into ``folder`` (a ComfyUI
-    ``text_encoders`` folder; the same file ``tools.tiny_sd3.write_tiny_bundle`` writes) and return
+    ``text_encoders`` folder; the same file ``harness.tiny_sd3.write_tiny_bundle`` writes) and return
     its path. Load it with CLIPLoader, type "sd3"."""
-    from .tiny_sd3 import TINY_CLIP, clip_l_state_dict, save_safetensors
+    from harness.tiny_sd3 import TINY_CLIP, clip_l_state_dict, save_safetensors
     path = Path(folder) / TINY_CLIP
     weights = clip_l_state_dict(CLIP_SEED)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ def register_fixture_clip() -> str:
     if "clip" not in _REGISTERED:
         import tempfile
 
-        from .comfy_env import register_model_dir
+        from harness.comfy_env import register_model_dir
         path = write_fixture_clip(Path(tempfile.mkdtemp(prefix="sdtm-fixture-clip-")))
         register_model_dir("text_encoders", path.parent)
         _REGISTERED["clip"] = path.name
@@ -205,7 +205,7 @@ def fixture_metadata(fixture: Path = FIXTURE) -> dict:
     with safe_open(str(fixture), framework="pt") as f:
         metadata = f.metadata() or {}
     if "sdtm_fixture" not in metadata:
-        raise ValueError(f"{fixture} carries no 'sdtm_fixture' metadata: it was not written by tools/train_fixture.py")
+        raise ValueError(f"{fixture} carries no 'sdtm_fixture' metadata: it was not written by photo_fixture/train_fixture.py")
     return json.loads(metadata["sdtm_fixture"])
 
 
@@ -214,11 +214,11 @@ def register_fixture(fixture: Path = FIXTURE) -> dict[str, str]:
     {"unet": for UNETLoader, "clip": for CLIPLoader with type "sd3"}."""
     import folder_paths
 
-    from .comfy_env import register_model_dir
+    from harness.comfy_env import register_model_dir
     fixture = Path(fixture).resolve()
     if not fixture.is_file():
         raise FileNotFoundError(f"fixture {fixture} does not exist: train it with "
-                                f"'python -m tools.train_fixture' (docs/FIXTURE.md)")
+                                f"'python -m photo_fixture.train_fixture' (docs/FIXTURE.md)")
     register_model_dir("diffusion_models", fixture.parent)
     found = folder_paths.get_full_path("diffusion_models", fixture.name)
     if found is None or Path(found).resolve() != fixture:
@@ -229,7 +229,7 @@ def register_fixture(fixture: Path = FIXTURE) -> dict[str, str]:
 
 def load_fixture_clip():
     """The fixture's text encoder through ComfyUI's CLIPLoader (type "sd3", CLIP-L only)."""
-    from .comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     nodes = import_comfy()
     (clip,) = nodes.CLIPLoader().load_clip(register_fixture_clip(), "sd3")
     return clip
@@ -242,7 +242,7 @@ def load_fixture(fixture: Path = FIXTURE) -> tuple:
     width 128) cannot come through UNETLoader, which derives the block count from the width; it
     is built by :func:`load_fixture_unet` with the same detection and ComfyUI's own MMDiT
     ``num_blocks`` argument."""
-    from .comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     nodes = import_comfy()
     names = register_fixture(fixture)
     config = fixture_metadata(fixture)["config"]
@@ -295,7 +295,7 @@ def prompt_conditioning(clip, text: str) -> list:
     """ComfyUI CONDITIONING of a prompt through CLIPTextEncode (context [1, 77, 4096], pooled
     [1, 2048]). The fixture knows the captions of :data:`PHOTOS`; use
     :data:`UNCONDITIONAL_PROMPT` as the negative."""
-    from .comfy_env import import_comfy
+    from harness.comfy_env import import_comfy
     nodes = import_comfy()
     (conditioning,) = nodes.CLIPTextEncode().encode(clip, text)
     return conditioning

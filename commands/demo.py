@@ -1,9 +1,9 @@
 """The one-command demo: the real ComfyUI server, headless, runs the SD3 workflow with SDTM and the same
 workflow without it (same seed), and writes the images and a short report to out/demo/.
 
-    tools/demo.sh                          # the photo fixture: a small SD3-architecture MMDiT trained here
-    tools/demo.sh --model tiny             # a tiny random SD3 model made on the fly (no download)
-    tools/demo.sh --checkpoint PATH        # a real SD3 / SD3.5 checkpoint (.safetensors)
+    commands/demo.sh                          # the photo fixture: a small SD3-architecture MMDiT trained here
+    commands/demo.sh --model tiny             # a tiny random SD3 model made on the fly (no download)
+    commands/demo.sh --checkpoint PATH        # a real SD3 / SD3.5 checkpoint (.safetensors)
 
 The model is pluggable: a ``DemoModel`` prepares the model files the server sees and adapts the
 workflow's API prompt to them (checkpoint name, image size, a different decoder...). Add an entry to
@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .comfy_env import REPO, comfy_root, import_comfy
-from .comfy_server import ComfyServer, PromptError, PromptRun, ServerError
-from .photo_codec import PHOTOS
+from harness.comfy_env import REPO, comfy_root, import_comfy
+from harness.comfy_server import ComfyServer, PromptError, PromptRun, ServerError
+from photo_fixture.photo_codec import PHOTOS
 
 WORKFLOW = REPO / "workflows" / "api" / "sd3_medium_sdtm.json"
 OUT = REPO / "out" / "demo"
@@ -71,7 +71,7 @@ class DemoModel:
 
 def tiny_model(work: Path, args) -> DemoModel:
     """A tiny random SD3-medium-shaped model (3 joint blocks), random CLIP-L and TAESD3, made on the fly."""
-    from .tiny_sd3 import cached_tiny_checkpoint, tiny_cache_dir
+    from harness.tiny_sd3 import cached_tiny_checkpoint, tiny_cache_dir
     path = cached_tiny_checkpoint(tiny_cache_dir(), "sd3-medium", vae="taesd")
     size = (args.size, args.size) if args.size else (512, 512)
     return DemoModel(
@@ -102,8 +102,8 @@ def checkpoint_model(work: Path, args) -> DemoModel:
 def photo_model(work: Path, args) -> DemoModel:
     """The photo fixture (tests/fixtures, docs/FIXTURE.md) through UNETLoader and CLIPLoader("sd3") with
     the random CLIP-L it was trained with; its latents are pictures folded 2x2 into channels, so the
-    workflow saves the latent (SaveLatent) and the demo unfolds it (tools.photo_codec.decode)."""
-    from . import photo_codec
+    workflow saves the latent (SaveLatent) and the demo unfolds it (photo_fixture.photo_codec.decode)."""
+    from photo_fixture import photo_codec
     if not photo_codec.FIXTURE.is_file():
         raise SystemExit(f"the photo fixture {photo_codec.FIXTURE} is missing (see docs/FIXTURE.md)")
     import_comfy()  # the random CLIP-L is built with ComfyUI's own CLIP class
@@ -374,7 +374,7 @@ def _cuda() -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="tools/demo.sh", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="commands/demo.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="an SD3 / SD3.5 checkpoint file with its text encoders "
                                              "(default: the model --model names)")
     parser.add_argument("--model", choices=("photo", "tiny"), default="photo",

@@ -315,7 +315,7 @@ def describe_refusal(body) -> str:
 # ---------------------------------------------------------------------------------------------
 # Tiny stand-ins for the official model files
 # ---------------------------------------------------------------------------------------------
-# The tiny model family (tools.tiny_sd3 variant) that stands in for each official checkpoint.
+# The tiny model family (harness.tiny_sd3 variant) that stands in for each official checkpoint.
 STAND_INS = {"sd3_medium_incl_clips_t5xxlfp8.safetensors": "sd3-medium",
              "sd3.5_large_fp8_scaled.safetensors": "sd3.5-large",
              "sd3.5_large_turbo.safetensors": "sd3.5-large",
