@@ -2,7 +2,7 @@
 block is bound by the host rather than by its arithmetic.
 
 For each model family (the SD3-medium, SD3.5-medium and SD3.5-large configurations of
-``benchmarks.bench_speed.MODELS``, built with ComfyUI's own classes) and each phase (structure,
+``sdtm_ops.MODEL_SHAPES``, built with ComfyUI's own classes) and each phase (structure,
 detail), one model call runs through ComfyUI's ``apply_model`` with the pack's patch, and every aten
 op dispatched inside each joint block is counted (``LaunchCounter``): ops that launch a kernel, i.e.
 not views, not allocations, not ops that hand back one of their inputs untouched. Host syncs

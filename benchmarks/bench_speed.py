@@ -28,11 +28,8 @@ from pathlib import Path
 
 import torch
 
-MODELS = {  # ComfyUI unet_config of each real model (what ComfyUI detects from its weights)
-    "sd3-medium": dict(depth=24, qk_norm=None, dual=(), pos_embed_max_size=192),
-    "sd3.5-medium": dict(depth=24, qk_norm="rms", dual=tuple(range(13)), pos_embed_max_size=384),
-    "sd3.5-large": dict(depth=38, qk_norm="rms", dual=(), pos_embed_max_size=192),
-}
+from harness.tiny_sd3 import fill_random_weights
+from sdtm_ops import MODEL_SHAPES
 
 
 def reset_peak(device: torch.device) -> None:
@@ -61,29 +58,22 @@ def build_model(name: str, depth: int | None, device: torch.device, dtype: torch
     import comfy.model_management
     import comfy.model_patcher
     import comfy.supported_models
-    spec = MODELS[name]
-    blocks = depth or spec["depth"]
-    pmax = spec["pos_embed_max_size"]
-    width_depth = hidden_depth or spec["depth"]
+    spec = MODEL_SHAPES[name]
+    blocks = depth or spec.depth
+    pmax = spec.pos_embed_max_size
+    width_depth = hidden_depth or spec.depth
     unet_config = {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": width_depth, "num_blocks": blocks,
         "input_size": None, "adm_in_channels": 2048, "pos_embed_max_size": pmax, "num_patches": pmax * pmax,
         "context_embedder_config": {"target": "torch.nn.Linear",
                                     "params": {"in_features": 4096, "out_features": 64 * width_depth}},
-        "qk_norm": spec["qk_norm"], "pos_embed_scaling_factor": None,
-        "x_block_self_attn_layers": [i for i in spec["dual"] if i < blocks],
+        "qk_norm": spec.qk_norm, "pos_embed_scaling_factor": None,
+        "x_block_self_attn_layers": [i for i in spec.dual_attention_blocks if i < blocks],
     }
     config = comfy.supported_models.SD3(unet_config)
     config.set_inference_dtype(dtype, None)
     model = config.get_model({}, device=device)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.diffusion_model.parameters():
-            fan_in = max(1, p[0].numel()) if p.dim() > 1 else 1
-            p.copy_((torch.randn(p.shape, generator=g) / fan_in ** 0.5 if p.dim() > 1
-                     else 0.02 * torch.randn(p.shape, generator=g)).to(p.dtype))
-        for b in model.diffusion_model.buffers():
-            b.copy_((0.5 * torch.randn(b.shape, generator=g)).to(b.dtype))
+    fill_random_weights(model.diffusion_model, seed=0)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=device,
                                                offload_device=torch.device("cpu") if device.type == "cuda" else device)
     comfy.model_management.load_models_gpu([patcher])
@@ -235,7 +225,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="sd3-medium", help=f"comma separated, of {', '.join(MODELS)}")
+    p.add_argument("--models", default="sd3-medium", help=f"comma separated, of {', '.join(MODEL_SHAPES)}")
     p.add_argument("--depth", type=int, default=None, help="joint blocks to keep (default: the model's own)")
     p.add_argument("--res", default="512,1024", help="square resolutions in pixels, comma separated")
     p.add_argument("--parts", default="block,schedule", help="block, schedule or both")
@@ -257,8 +247,8 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("float16" if device.type == "cuda" else "float32"))
     for n in args.models.split(","):
-        if n not in MODELS:
-            p.error(f"--models: {n!r} is not one of {', '.join(MODELS)}")
+        if n not in MODEL_SHAPES:
+            p.error(f"--models: {n!r} is not one of {', '.join(MODEL_SHAPES)}")
     parts = set(args.parts.split(","))
     if not parts <= {"block", "schedule"}:
         p.error("--parts takes block, schedule or both")

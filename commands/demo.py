@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import shutil
 import statistics
 import sys
@@ -23,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image
 
 from harness.comfy_env import REPO, comfy_root, import_comfy
 from harness.comfy_server import ComfyServer, PromptError, PromptRun, ServerError
+from harness.image_metrics import load_images, psnr
 from photo_fixture.photo_codec import PHOTOS
 
 WORKFLOW = REPO / "workflows" / "api" / "sd3_medium_sdtm.json"
@@ -204,11 +203,6 @@ def with_inputs(prompt: dict, class_types: tuple[str, ...], **inputs) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 def timing(seconds: list[float]) -> dict:
     """The median of repeated runs and their spread."""
     return {"runs": [round(s, 4) for s in seconds], "median": statistics.median(seconds), "min": min(seconds),
@@ -326,8 +320,7 @@ def run_demo(args) -> dict:
     finally:
         server.stop()
     side_by_side(out / "without_sdtm.png", out / "with_sdtm.png", out / "comparison.png")
-    a = np.asarray(Image.open(out / "without_sdtm.png").convert("RGB"))
-    b = np.asarray(Image.open(out / "with_sdtm.png").convert("RGB"))
+    images = load_images([out / "without_sdtm.png", out / "with_sdtm.png"])
     latent = base[nodes_of(base, "EmptySD3LatentImage", "EmptyLatentImage")[0]]["inputs"]
     workflow = Path(args.workflow).resolve()
     report = {
@@ -340,7 +333,7 @@ def run_demo(args) -> dict:
                     / results["with_sdtm"]["sampler_seconds"]["median"]),
         "speedup_per_repeat": [a.node_seconds[sampler] / b.node_seconds[sampler]
                                for a, b in zip(runs["without_sdtm"], runs["with_sdtm"])],
-        "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": psnr(a, b),
+        "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": float(psnr(images[:1], images[1:])[0]),
         "sdtm_summary": sdtm["summary"], "sdtm_report": sdtm,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -48,11 +48,11 @@ def _fid_metric(weights: str | None, device):
 
 
 def _uint8_image(path: Path):
-    import numpy as np
+    """[1, 3, H, W] uint8, what torchmetrics' FID and CLIP score take."""
     import torch
-    from PIL import Image
-    with Image.open(path) as image:
-        return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1).unsqueeze(0)
+
+    from harness.image_metrics import read_rgb
+    return torch.from_numpy(read_rgb(path)).permute(2, 0, 1).unsqueeze(0)
 
 
 def _clip_model_loader(model_name: str):

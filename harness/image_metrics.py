@@ -70,16 +70,21 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b, gaussian_kernel=True, sigma=SSIM_SIGMA, data_range=1.0, k1=0.01, k2=0.03, reduction="none")
 
 
+def read_rgb(path: str | Path):
+    """One image file (any format Pillow reads) as a uint8 array ``[H, W, 3]``."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
 def load_images(paths: Sequence[str | Path]) -> torch.Tensor:
     """Image files (any format Pillow reads) as one float32 tensor ``[B, 3, H, W]`` in [0, 1].
     All files must have the same size."""
     import numpy as np
-    from PIL import Image
 
-    arrays = []
-    for path in paths:
-        with Image.open(path) as image:
-            arrays.append(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    arrays = [read_rgb(path) for path in paths]
     sizes = {array.shape for array in arrays}
     if len(sizes) > 1:
         raise ValueError(f"images must all have the same size, got {sorted(s[1::-1] for s in sizes)} (width, height)")

@@ -29,18 +29,25 @@ def tiny_state_dict(variant: str = "sd3-medium", seed: int = 0, dtype=torch.floa
                                            "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
                   qk_norm=qk_norm, x_block_self_attn_layers=list(dual), dtype=dtype,
                   operations=comfy.ops.disable_weight_init)
+    fill_random_weights(model, seed)
+    return {k: v.contiguous() for k, v in model.state_dict().items()}
+
+
+def fill_random_weights(model: torch.nn.Module, seed: int = 0) -> None:
+    """Fill every parameter and buffer of an MMDiT in place with seeded random values (ComfyUI's ops
+    leave them uninitialised): matrices ~ N(0, 1 / fan_in), q/k RMSNorm scales around 1, other vectors
+    small, buffers (the position table) ~ N(0, 0.25)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith(("ln_q.weight", "ln_k.weight"))
-                        else 0.02 * torch.randn(p.shape, generator=g))
+                value = (1.0 + 0.1 * torch.randn(p.shape, generator=g) if name.endswith(("ln_q.weight", "ln_k.weight"))
+                         else 0.02 * torch.randn(p.shape, generator=g))
             else:
-                fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=g) / fan_in ** 0.5)
-        for name, b in model.named_buffers():
-            b.copy_(0.5 * torch.randn(b.shape, generator=g))
-    return {k: v.contiguous() for k, v in model.state_dict().items()}
+                value = torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5
+            p.copy_(value.to(p.dtype))
+        for b in model.buffers():
+            b.copy_((0.5 * torch.randn(b.shape, generator=g)).to(b.dtype))
 
 
 def tiny_model(variant: str = "sd3-medium", seed: int = 0):

@@ -16,7 +16,8 @@ __all__ = ["MMDiTShape", "MODEL_SHAPES", "token_grid", "block_flops", "StepCost"
 
 @dataclass(frozen=True)
 class MMDiTShape:
-    """The sizes of an SD3-family MMDiT that decide its cost."""
+    """The sizes of an SD3-family MMDiT that decide its cost, and the two structural settings a model
+    of that family is built with (benchmarks build random-weight models from this table)."""
 
     name: str
     depth: int  # number of joint blocks
@@ -25,12 +26,15 @@ class MMDiTShape:
     mlp_ratio: float = 4.0
     dual_attention_blocks: tuple[int, ...] = ()  # blocks with a second image-only attention (MMDiT-X)
     patch: int = 2
+    qk_norm: str | None = None  # "rms" in SD3.5 models
+    pos_embed_max_size: int = 192  # side of the learned position table, in tokens
 
 
 MODEL_SHAPES = {
     "sd3-medium": MMDiTShape("sd3-medium", 24, 1536),
-    "sd3.5-medium": MMDiTShape("sd3.5-medium", 24, 1536, dual_attention_blocks=tuple(range(13))),
-    "sd3.5-large": MMDiTShape("sd3.5-large", 38, 2432),
+    "sd3.5-medium": MMDiTShape("sd3.5-medium", 24, 1536, dual_attention_blocks=tuple(range(13)), qk_norm="rms",
+                                pos_embed_max_size=384),
+    "sd3.5-large": MMDiTShape("sd3.5-large", 38, 2432, qk_norm="rms"),
 }
 
 
