@@ -333,7 +333,8 @@ def run_demo(args) -> dict:
                     / results["with_sdtm"]["sampler_seconds"]["median"]),
         "speedup_per_repeat": [a.node_seconds[sampler] / b.node_seconds[sampler]
                                for a, b in zip(runs["without_sdtm"], runs["with_sdtm"])],
-        "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm), "psnr_db": float(psnr(images[:1], images[1:])[0]),
+        "flop_speedup": sdtm["flop_speedup"], "merged_tokens": merged_tokens(sdtm),
+        "psnr_db": float(psnr(images[:1], images[1:])[0]),
         "sdtm_summary": sdtm["summary"], "sdtm_report": sdtm,
     }
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")

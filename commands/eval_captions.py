@@ -70,7 +70,8 @@ def _coco_longest_captions(data: dict, where: str) -> list[tuple[object, object]
         raise UsageError(f"{where}: a COCO captions file needs an 'annotations' list")
     best: dict = {}
     for index, item in enumerate(annotations):
-        if not isinstance(item, dict) or not isinstance(item.get("image_id"), int) or not isinstance(item.get("caption"), str):
+        if (not isinstance(item, dict) or not isinstance(item.get("image_id"), int)
+                or not isinstance(item.get("caption"), str)):
             raise UsageError(f"{where}: annotation {index} needs an integer 'image_id' and a 'caption' string")
         caption, order = item["caption"].strip(), item.get("id", index)
         current = best.get(item["image_id"])

@@ -142,9 +142,11 @@ def run_compare(args: argparse.Namespace) -> int:
         captions = {p.name: p.caption for p in load_captions(args.caption_path)}
         for module, package in (("torchmetrics", "torchmetrics"), ("transformers", "transformers")):
             if not _optional(module):
-                raise UsageError(f"--caption-path: the CLIP score needs {package}, which is not installed (pip install {package})")
+                raise UsageError(f"--caption-path: the CLIP score needs {package}, which is not installed "
+                                 f"(pip install {package})")
         if not any(name in captions for name in names):
-            raise UsageError(f"--caption-path {args.caption_path}: none of its image ids names an image in both folders")
+            raise UsageError(f"--caption-path {args.caption_path}: "
+                             "none of its image ids names an image in both folders")
     settings = {key: _folder_settings(folder, option) for key, option, folder in (("a", "DIR_A", dir_a),
                                                                                   ("b", "DIR_B", dir_b))}
     sizes_a = {name: _image_size(files_a[name]) for name in names}
@@ -202,7 +204,8 @@ def run_compare(args: argparse.Namespace) -> int:
             report["fid"][key] = float(fid.compute())
             fid.reset()  # keeps the reference statistics
     else:
-        missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("torch_fidelity", "torch-fidelity")) if not _optional(m)]
+        missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("torch_fidelity", "torch-fidelity"))
+                   if not _optional(m)]
         report["notes"]["fid"] = ("not computed: give --fid-ref DIR (real images)" if not missing else
                                   f"not available: {' and '.join(missing)} not installed")
     if clip is not None:
@@ -215,7 +218,8 @@ def run_compare(args: argparse.Namespace) -> int:
             report["clip_score"][key] = float(clip.compute())
             clip.reset()
     else:
-        missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("transformers", "transformers")) if not _optional(m)]
+        missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("transformers", "transformers"))
+                   if not _optional(m)]
         report["notes"]["clip_score"] = ("not computed: give --caption-path FILE (the captions)" if not missing else
                                          f"not available: {' and '.join(missing)} not installed")
 
@@ -237,7 +241,8 @@ def _table(report: dict, json_path: Path) -> str:
     rows = [
         ("PSNR, A vs B (dB)", psnr_text),
         ("SSIM, A vs B", stats(report["ssim"], 4)),
-        ("FID vs --fid-ref", f"A {fid['a']:.3f}, B {fid['b']:.3f}  (reference {fid['ref']})" if fid else report["notes"]["fid"]),
+        ("FID vs --fid-ref", (f"A {fid['a']:.3f}, B {fid['b']:.3f}  (reference {fid['ref']})" if fid
+                              else report["notes"]["fid"])),
         ("CLIP score", (f"A {clip_score['a']:.3f}, B {clip_score['b']:.3f}  ({clip_score['images']} captioned images, "
                         f"{clip_score['model']})") if clip_score else report["notes"]["clip_score"]),
     ]

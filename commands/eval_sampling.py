@@ -156,7 +156,8 @@ class Ranks:
             ranks = cls(*(int(value) for value in values.values()))
         except ValueError:
             got = ", ".join(f"{name}={value!r}" for name, value in values.items())
-            raise UsageError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them), got {got}") from None
+            raise UsageError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (as torchrun sets them), "
+                             f"got {got}") from None
         if ranks.world_size < 1 or not 0 <= ranks.rank < ranks.world_size:
             raise UsageError(f"RANK {ranks.rank} is not in [0, WORLD_SIZE {ranks.world_size})")
         return ranks
@@ -196,7 +197,8 @@ def _resolve(model: ModelFile) -> str:
     found = folder_paths.get_full_path(model.kind, model.value)
     if not found:
         folders = ", ".join(folder_paths.get_folder_paths(model.kind)) or "none"
-        raise UsageError(f"{model.option} {model.value}: not a file, and not in ComfyUI's {model.kind} folders ({folders})")
+        raise UsageError(f"{model.option} {model.value}: not a file, "
+                         f"and not in ComfyUI's {model.kind} folders ({folders})")
     return found
 
 
@@ -271,10 +273,11 @@ def _prepare_comfy(job: SampleJob, device: str):
         for kind, subfolders in MODEL_FOLDERS.items():
             for sub in subfolders:
                 if os.path.isdir(os.path.join(folder, sub)):
-                    folder_paths.add_model_folder_path(kind, os.path.abspath(os.path.join(folder, sub)), is_default=True)
+                    folder_paths.add_model_folder_path(kind, os.path.abspath(os.path.join(folder, sub)),
+                                                       is_default=True)
     if job.args.sampler not in comfy.samplers.KSampler.SAMPLERS:
-        raise UsageError(f"--sampler must be one of ComfyUI's samplers ({', '.join(comfy.samplers.KSampler.SAMPLERS)}), "
-                         f"got {job.args.sampler!r}")
+        raise UsageError("--sampler must be one of ComfyUI's samplers "
+                         f"({', '.join(comfy.samplers.KSampler.SAMPLERS)}), got {job.args.sampler!r}")
     if job.args.scheduler not in comfy.samplers.KSampler.SCHEDULERS:
         raise UsageError(f"--scheduler must be one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, "
                          f"got {job.args.scheduler!r}")

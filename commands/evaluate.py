@@ -79,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--caption-path", required=True,
                         help="JSON list of {image_id, caption}, raw COCO captions_*.json (longest caption per image) "
                              "or PartiPrompts .tsv")
-    sample.add_argument("--output-path", required=True, help="folder for the images (created; existing images are kept)")
-    sample.add_argument("--checkpoint", help="a ComfyUI checkpoint (file path, or a name in ComfyUI's checkpoints folders)")
+    sample.add_argument("--output-path", required=True,
+                        help="folder for the images (created; existing images are kept)")
+    sample.add_argument("--checkpoint",
+                        help="a ComfyUI checkpoint (file path, or a name in ComfyUI's checkpoints folders)")
     sample.add_argument("--unet", help="a diffusion model (path, or a name in ComfyUI's diffusion_models folders)")
     sample.add_argument("--clip", action="append", default=[],
                         help="a text encoder (path, or a name in ComfyUI's text_encoders folders); repeat for "
@@ -97,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sampler", default="euler", help="a ComfyUI sampler name (default euler)")
     sample.add_argument("--scheduler", default="sgm_uniform", help="a ComfyUI scheduler name (default sgm_uniform)")
     sample.add_argument("--negative-prompt", default="", help="the negative prompt (default empty)")
-    sample.add_argument("--batch-size", type=_ranged(int, 1, 4096), default=4, help="images per sampler call (default 4)")
+    sample.add_argument("--batch-size", type=_ranged(int, 1, 4096), default=4,
+                        help="images per sampler call (default 4)")
     sample.add_argument("--seed", type=_ranged(int, 0, 2**63 - 1), default=0, help="default 0")
     sample.add_argument("--limit", type=_ranged(int, 1, 10**9), help="only the first N captions")
     sample.add_argument("--method", choices=(*METHOD.choices, "none"), default=METHOD.default,
@@ -119,17 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     compare = commands.add_parser("compare", help="PSNR/SSIM between matched images of two folders, FID, CLIP score")
     compare.add_argument("dir_a", help="images to judge (e.g. the SDTM folder)")
     compare.add_argument("dir_b", help="reference images with the same names (e.g. the --method none folder)")
-    compare.add_argument("--json", dest="json_path", help="where to write the JSON report (default DIR_A/compare-<name of DIR_B>.json)")
+    compare.add_argument("--json", dest="json_path",
+                         help="where to write the JSON report (default DIR_A/compare-<name of DIR_B>.json)")
     compare.add_argument("--fid-ref", help="folder of real images (e.g. COCO val2017): FID of DIR_A and of DIR_B "
                                            "against it (needs torchmetrics and torch-fidelity)")
     compare.add_argument("--fid-weights", help="InceptionV3 weights file for FID (torch-fidelity's "
-                                               "weights-inception-2015-12-05-6726825d.pth), for machines without internet")
+                                               "weights-inception-2015-12-05-6726825d.pth), "
+                                               "for machines without internet")
     compare.add_argument("--caption-path", help="the caption file the images were made from: adds the CLIP score "
                                                 "(needs torchmetrics and transformers)")
     compare.add_argument("--clip-model", default="openai/clip-vit-large-patch14",
                          help="CLIP model for the CLIP score: a Hugging Face name or a local folder "
                               "(default openai/clip-vit-large-patch14)")
-    compare.add_argument("--batch-size", type=_ranged(int, 1, 4096), default=16, help="images per metric batch (default 16)")
+    compare.add_argument("--batch-size", type=_ranged(int, 1, 4096), default=16,
+                         help="images per metric batch (default 16)")
     compare.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where FID and CLIP run")
     return parser
 

@@ -38,7 +38,8 @@ def main() -> int:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_bytes(zf.read(name))
         (staging / "extra_model_paths.yaml").unlink(missing_ok=True)
-        if not (staging / "comfyui_version.py").is_file() or f'"{VERSION}"' not in (staging / "comfyui_version.py").read_text():
+        version_file = staging / "comfyui_version.py"
+        if not version_file.is_file() or f'"{VERSION}"' not in version_file.read_text():
             print(f"{WHEEL} does not hold ComfyUI {VERSION}", file=sys.stderr)
             return 1
         if DEST.exists():

@@ -366,7 +366,8 @@ def registry_property_problems(workflow: dict, object_info: dict) -> list[str]:
                 problems.append(f"{where}: properties.{key} is {have.get(key)!r}, should be {want.get(key)!r}")
         for value in node.get("widgets_values") or []:
             if isinstance(value, str) and value.endswith(MODEL_SUFFIXES) and value not in MODEL_DOWNLOADS:
-                problems.append(f"{where}: model file {value} has no download in commands/workflow_api.py MODEL_DOWNLOADS")
+                problems.append(f"{where}: model file {value} has no download in "
+                                "commands/workflow_api.py MODEL_DOWNLOADS")
     return problems
 
 

@@ -157,7 +157,8 @@ class ComfyServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 self.stop()
-                raise ServerError(f"ComfyUI exited with code {self.process.returncode} while starting:\n{self.log_tail()}")
+                raise ServerError(f"ComfyUI exited with code {self.process.returncode} while starting:\n"
+                                  f"{self.log_tail()}")
             try:
                 self.get("/system_stats", timeout=2)
                 return self
@@ -303,7 +304,8 @@ def describe_refusal(body) -> str:
     if not isinstance(body, dict):
         return str(body)
     error = body.get("error", {})
-    lines = [f"{error.get('message', '')} {error.get('details', '')}".strip()] if isinstance(error, dict) else [str(error)]
+    lines = ([f"{error.get('message', '')} {error.get('details', '')}".strip()] if isinstance(error, dict)
+             else [str(error)])
     for node_id, info in body.get("node_errors", {}).items():
         for e in info.get("errors", []):
             name = e.get("extra_info", {}).get("input_name")
@@ -400,7 +402,8 @@ class Editor:
             self.page = self._browser.new_page(viewport=self.viewport)
             self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
             local = (self.server.url + "/", "data:", "blob:")
-            self.page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(local) else route.abort())
+            self.page.route("**/*", lambda route: (route.continue_() if route.request.url.startswith(local)
+                                                   else route.abort()))
             self.page.add_init_script("localStorage.setItem('vueNodesBannerDismissed', 'true')")
             self.page.goto(self.server.url)
             self.page.wait_for_function(EDITOR_READY, timeout=120_000)

@@ -41,14 +41,16 @@ def _torchmetrics_image():
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     for name, image in (("a", a), ("b", b)):
         if not isinstance(image, torch.Tensor) or image.dim() != 4 or not image.is_floating_point():
-            kind = f"{image.dtype} tensor of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor) else type(image).__name__
+            kind = (f"{image.dtype} tensor of shape {tuple(image.shape)}" if isinstance(image, torch.Tensor)
+                    else type(image).__name__)
             raise ValueError(f"image {name} must be a float tensor [B, C, H, W] with values in [0, 1], got a {kind}")
         if image.shape[1] not in (1, 3):
             raise ValueError(f"image {name} must be channels-first [B, C, H, W] with C 1 or 3, got shape "
                              f"{tuple(image.shape)} (ComfyUI's IMAGE is [B, H, W, C]: use image.permute(0, 3, 1, 2))")
         low, high = image.aminmax()
         if low < 0 or high > 1:
-            raise ValueError(f"image {name} must have values in [0, 1], got values in [{low.item():.4g}, {high.item():.4g}]")
+            raise ValueError(f"image {name} must have values in [0, 1], "
+                             f"got values in [{low.item():.4g}, {high.item():.4g}]")
     if a.shape != b.shape:
         raise ValueError(f"images a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
 
@@ -64,7 +66,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Structural similarity of each image pair, float64 ``[B]`` (1.0 where identical)."""
     _check_pair(a, b)
     if min(a.shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {a.shape[-2]}x{a.shape[-1]}")
+        raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, "
+                         f"got {a.shape[-2]}x{a.shape[-1]}")
     a, b = a.double(), b.double()
     return _torchmetrics_image().structural_similarity_index_measure(
         a, b, gaussian_kernel=True, sigma=SSIM_SIGMA, data_range=1.0, k1=0.01, k2=0.03, reduction="none")

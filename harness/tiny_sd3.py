@@ -132,7 +132,8 @@ def write_tiny_bundle(models_dir, variant: str = "sd3-medium", seed: int = 0) ->
         root / "diffusion_models" / TINY_UNET: lambda: tiny_state_dict(variant, seed),
         root / "text_encoders" / TINY_CLIP: lambda: clip_l_state_dict(seed),
     }
-    enc_path, dec_path = root / "vae_approx" / "taesd3_encoder.safetensors", root / "vae_approx" / "taesd3_decoder.safetensors"
+    enc_path = root / "vae_approx" / "taesd3_encoder.safetensors"
+    dec_path = root / "vae_approx" / "taesd3_decoder.safetensors"
     import_comfy()
     for path, make in files.items():
         if not path.exists():

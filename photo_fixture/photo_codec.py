@@ -205,7 +205,8 @@ def fixture_metadata(fixture: Path = FIXTURE) -> dict:
     with safe_open(str(fixture), framework="pt") as f:
         metadata = f.metadata() or {}
     if "sdtm_fixture" not in metadata:
-        raise ValueError(f"{fixture} carries no 'sdtm_fixture' metadata: it was not written by photo_fixture/train_fixture.py")
+        raise ValueError(f"{fixture} carries no 'sdtm_fixture' metadata: "
+                         "it was not written by photo_fixture/train_fixture.py")
     return json.loads(metadata["sdtm_fixture"])
 
 

@@ -100,10 +100,12 @@ def build_model(generator: torch.Generator, depth: int = DEPTH, blocks: int = DE
     import comfy.ops
     from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper, get_2d_sincos_pos_embed_torch
     model = OpenAISignatureMMDITWrapper(
-        input_size=None, patch_size=2, in_channels=photo_codec.LATENT_CHANNELS, out_channels=photo_codec.LATENT_CHANNELS,
+        input_size=None, patch_size=2, in_channels=photo_codec.LATENT_CHANNELS,
+        out_channels=photo_codec.LATENT_CHANNELS,
         depth=depth, num_blocks=blocks, adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX,
         num_patches=POS_EMBED_MAX * POS_EMBED_MAX,
-        context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
+        context_embedder_config={"target": "torch.nn.Linear",
+                                 "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
         operations=comfy.ops.disable_weight_init)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -150,7 +152,8 @@ def model_latents(pixels: torch.Tensor) -> torch.Tensor:
     return comfy.latent_formats.SD3().process_in(photo_codec.encode(pixels))
 
 
-def crop_batch(photos: list[torch.Tensor], size: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def crop_batch(photos: list[torch.Tensor], size: int, batch: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch`` random crops of random photos: pixels [batch, 3, size, size] and photo indices."""
     which = torch.randint(0, len(photos), (batch,), generator=generator)
     return torch.stack([photo_codec.random_crop(photos[int(i)], size, generator) for i in which]), which
@@ -360,7 +363,8 @@ def plot_loss(log_path: Path, png: Path) -> None:
     plt.close(fig)
 
 
-def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, steps: int = 30, cfg: float = CFG) -> None:
+def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, steps: int = 30,
+                cfg: float = CFG) -> None:
     """Sample every caption through ComfyUI (UNETLoader, CLIPLoader, CLIPTextEncode, KSampler
     euler / sgm_uniform), decode with photo_codec.decode, and draw one row per caption: a real
     crop of the photo (the whole photo scaled down) first, then the samples."""
@@ -402,9 +406,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
     parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
     parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the fixture, the log and the pictures (default: tests/fixtures and docs/images)")
+                        help="folder for the fixture, the log and the pictures "
+                             "(default: tests/fixtures and docs/images)")
     parser.add_argument("--deep", action="store_true",
-                        help=f"the deep fixture: {DEEP_BLOCKS} joint blocks of width {64 * DEEP_DEPTH} (docs/FIXTURE.md)")
+                        help=f"the deep fixture: {DEEP_BLOCKS} joint blocks of width {64 * DEEP_DEPTH} "
+                             "(docs/FIXTURE.md)")
     parser.add_argument("--checkpoint-every", type=int, default=250,
                         help="save the whole training state every N steps (0 = never)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside the loss log")
@@ -431,7 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if not args.grid_only:
         depth, blocks = (DEEP_DEPTH, DEEP_BLOCKS) if args.deep else (DEPTH, DEPTH)
-        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr, depth=depth, blocks=blocks)
+        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr,
+                             depth=depth, blocks=blocks)
         state_dict, rows = train(config, log_path, args.checkpoint_every, args.resume)
         seconds = float(rows[-1]["seconds"])
         final_val = float(rows[-1]["val_loss_ema"])
