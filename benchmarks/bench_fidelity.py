@@ -105,10 +105,11 @@ def patched_model(pack, model, case: Case):
     return pack.advanced.execute(model, **case.node_inputs).args[0]
 
 
-def sample(model, seed: int, positive, negative, steps: int, latent_hw: tuple[int, int]) -> torch.Tensor:
+def sample(model, seed: int, positive, negative, steps: int, latent_hw: tuple[int, int],
+           sampler: str = SAMPLER, scheduler: str = SCHEDULER) -> torch.Tensor:
     nodes = import_comfy()
     latent = torch.zeros(1, photo_codec.LATENT_CHANNELS, *latent_hw)
-    (out,) = nodes.common_ksampler(model, seed, steps, CFG, SAMPLER, SCHEDULER, positive, negative, {"samples": latent})
+    (out,) = nodes.common_ksampler(model, seed, steps, CFG, sampler, scheduler, positive, negative, {"samples": latent})
     return out["samples"]
 
 
