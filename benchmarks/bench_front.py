@@ -353,11 +353,11 @@ def summary(setting: Setting, run: Run) -> dict:
     return row
 
 
-def run_lazy_sweep(run: Run, log, done: dict | None = None) -> list[dict]:
+def run_lazy_sweep(run: Run, log, done: dict | None = None, thresholds=LAZY_THRESHOLDS) -> list[dict]:
     """LazyCache over LAZY_THRESHOLDS, stopping after the first threshold past LAZY_STOP (SD3-medium
     estimate). ``done``: rows already measured, by name (--resume)."""
     rows = []
-    for threshold in LAZY_THRESHOLDS:
+    for threshold in thresholds:
         name = f"LazyCache {threshold}"
         row = (done or {}).get(name) or summary(measure_setting(
             run, Setting(name, "lazycache", {"lazycache": threshold}, lazycache(threshold))), run)
@@ -431,7 +431,8 @@ FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"
                 "tome": ("#2ca02c", "^", "plain ToMe"),
                 "stack sdtm->lazy": ("#8c564b", "v", "SDTM -> LazyCache"),
                 "stack lazy->sdtm": ("#e377c2", "<", "LazyCache -> SDTM"),
-                "easycache": ("#7f7f7f", "x", "core EasyCache (skips nothing on SD3)")}
+                "easycache": ("#7f7f7f", "x", "core EasyCache (skips nothing on SD3)"),
+                "analysis": ("#bcbd22", "+", "SDTM balanced on one phase or one block only")}
 
 
 def draw_chart(results: dict[str, dict], png: Path) -> None:
@@ -455,7 +456,7 @@ def draw_chart(results: dict[str, dict], png: Path) -> None:
                             textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.axvline(TARGET_SPEEDUP, color="black", lw=0.6, ls="--")
         setup = data["setup"]
-        ax.set_title(f"{fixture} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
+        ax.set_title(f"{setup['fixture']} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
                      f"{setup['scheduler']}, {setup['seeds']} seeds", fontsize=9)
         ax.set_xlabel("estimated speedup, SD3-medium 1024x1024 (FLOP model of the counted tokens)")
         ax.set_ylabel("PSNR vs unpatched (dB, mean over seeds)")
@@ -562,13 +563,20 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
             print(f"  resuming: {len(done)} settings already measured in {out_json}", flush=True)
     run = prepare_run(pack, model, clip, args.seeds, args.steps, latent_hw, SAMPLER, SCHEDULER)
     settings = build_settings(pack, depth, groups, args.steps)
+    if args.only:
+        settings = [s for s in settings if s.name == "unpatched" or s.name in args.only.split(";")]
     if "baseline" in groups:
         unpatched = settings.pop(0)
         data["results"].append(done.get(unpatched.name) or summary(measure_setting(run, unpatched), run))
         log(data["results"][-1])
     if "lazy" in groups:
-        data["results"] += run_lazy_sweep(run, log, done)
-        save()
+        thresholds = [float(t) for t in args.lazy_thresholds.split(",")] if args.lazy_thresholds else LAZY_THRESHOLDS
+
+        def keep(row: dict) -> None:
+            log(row)
+            data["results"].append(row)
+            save()
+        run_lazy_sweep(run, keep, done, thresholds)
     for setting in settings:
         data["results"].append(done.get(setting.name) or summary(measure_setting(run, setting), run))
         log(data["results"][-1])
@@ -614,10 +622,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--speed-steps", type=int, default=10)
     parser.add_argument("--speed-repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only these settings (names, ';' separated)")
+    parser.add_argument("--lazy-thresholds", default="", help="LazyCache thresholds (default: the sweep to 3x)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the settings front_<fixture>.json already holds for the same setup")
     parser.add_argument("--out", type=Path, default=JSON_DIR, help="folder of front_<fixture>.json")
     parser.add_argument("--chart", type=Path, default=IMAGES / "front.png")
+    parser.add_argument("--suffix", default="", help="JSON file name suffix: front_<fixture><suffix>.json")
     parser.add_argument("--chart-only", action="store_true", help="redraw the chart from the JSON files")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -637,13 +648,12 @@ def main(argv: list[str] | None = None) -> dict:
         pack = load_pack()
         for n in names:
             print(f"== fixture {n}: {paths[n]}", flush=True)
-            data = fixture_run(pack, n, paths[n], args, args.out / f"front_{n}.json")
+            data = fixture_run(pack, n, paths[n], args, args.out / f"front_{n}{args.suffix}.json")
             print(markdown_table(data["results"]))
             for v in data["front"]:
                 print(f"  front: {v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; LazyCache at that speed "
                       f"{v['lazycache_psnr_at_speedup']}; margin {v['margin_db']}")
-    results = {n: json.loads((args.out / f"front_{n}.json").read_text()) for n in FIXTURES
-               if (args.out / f"front_{n}.json").is_file()}
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(args.out.glob("front_*.json"))}
     draw_chart(results, args.chart)
     print(f"wrote {args.chart}")
     return results
