@@ -424,6 +424,29 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def analysis_table(rows: list[dict]) -> str:
+    """Error per compute saved: mean MSE against unpatched (images in [0, 1]) per percent of SD3-medium
+    FLOPs saved, for the settings that merge only one phase, one third of the steps or one block."""
+    lines = ["| SDTM balanced, merging only on | est. SD3-medium | FLOPs saved | PSNR dB mean (min) | MSE x 1e4 "
+             "| MSE x 1e4 per % saved |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["family"] not in ("analysis", "sdtm-preset") or not math.isfinite(r["psnr_mean"]):
+            continue
+        saved = 100 * (1 - 1 / r["speedup_sd3-medium"])
+        lines.append(f"| {r['name']} | {r['speedup_sd3-medium']:.2f}x | {saved:.1f}% | {r['psnr_mean']:.2f} "
+                     f"({r['psnr_min']:.2f}) | {1e4 * r['mse_mean']:.1f} | {1e4 * r['mse_mean'] / saved:.2f} |")
+    return "\n".join(lines)
+
+
+def front_lines(verdict: list[dict]) -> list[str]:
+    out = []
+    for v in verdict:
+        lazy = "outside the sweep" if v["margin_db"] is None else (
+            f"LazyCache {v['lazycache_psnr_at_speedup']:.2f} dB there, margin {v['margin_db']:+.2f} dB")
+        out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
+    return out
+
+
 FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
                 "sdtm-preset": ("#d62728", "s", "SDTM presets"),
                 "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
@@ -650,10 +673,16 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"== fixture {n}: {paths[n]}", flush=True)
             data = fixture_run(pack, n, paths[n], args, args.out / f"front_{n}{args.suffix}.json")
             print(markdown_table(data["results"]))
-            for v in data["front"]:
-                print(f"  front: {v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; LazyCache at that speed "
-                      f"{v['lazycache_psnr_at_speedup']}; margin {v['margin_db']}")
+            for line in front_lines(data["front"]):
+                print("  front: " + line)
     results = {path.stem: json.loads(path.read_text()) for path in sorted(args.out.glob("front_*.json"))}
+    if args.chart_only:
+        for stem, data in results.items():
+            print(f"\n## {stem}: {data['setup']['command']}\n")
+            print(markdown_table(data["results"]) + "\n")
+            print(analysis_table(data["results"]) + "\n")
+            for line in front_lines(front_verdict(data["results"])):
+                print("  front: " + line)
     draw_chart(results, args.chart)
     print(f"wrote {args.chart}")
     return results
