@@ -1,0 +1,694 @@
+"""The speed-fidelity front of SD3 acceleration in ComfyUI: SDTM against, and stacked with, the step caches
+core ComfyUI ships (LazyCache, EasyCache), on the photo fixtures (docs/FIXTURE.md), through ComfyUI's
+own loaders and KSampler (``photo_fixture.sample.sample_fixture``).
+
+For every setting and seed: PSNR and SSIM of the decoded image against the unpatched image of the same
+seed and prompt, and the compute the run really did, COUNTED BY HOOKS on the model (:class:`ComputeCounter`:
+forward hooks on each joint block's image qkv projection and MLP record the batch and image tokens that
+went through them per model call; a pre-hook on the diffusion model counts the model calls, so a step a
+cache skipped counts zero). The counts become a FLOP-model speedup for SD3-medium and SD3.5-large at
+1024x1024 (:func:`estimated_flops`: ``sdtm_ops.block_flops`` of the big model, each of its blocks taking
+the token shares its proportional fixture block had). Optionally the measured CPU speedup of the same
+settings on the SD3-medium configuration (random weights, ``benchmarks.bench_speed``'s model and
+interleaved timing), with the speedup counted on that timed run.
+
+    .venv/bin/python -m benchmarks.bench_front                      # the committed run (both fixtures)
+    .venv/bin/python -m benchmarks.bench_front --fixtures photo --seeds 2 --steps 10 --groups lazy,presets
+    .venv/bin/python -m benchmarks.bench_front --chart-only         # redraw the chart from the JSON
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from benchmarks.bench_fidelity import SIZE_PX, advanced_inputs, fixture_shape
+from harness.comfy_env import REPO, import_comfy, load_pack
+from photo_fixture import photo_codec
+from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
+
+JSON_DIR = REPO / "docs" / "benchmarks"
+IMAGES = REPO / "docs" / "images"
+FIXTURES = {"photo": photo_codec.FIXTURE, "deep": photo_codec.DEEP_FIXTURE}
+TARGET_MODELS = ("sd3-medium", "sd3.5-large")  # FLOP-model estimates at TARGET_RES
+TARGET_RES = 1024
+STEPS, SEEDS = 30, 8
+TARGET_SPEEDUP = 1.5  # issue 14: a pack setting not dominated by LazyCache at this estimated speedup or more
+LAZY_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # run until past 3x
+LAZY_STOP = 3.0
+GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned")
+SPEED_SETTINGS = ("LazyCache 0.1", "LazyCache 0.2", "preset balanced", "preset fast", "balanced -> LazyCache 0.2",
+                  "late detail r=0.3 -> LazyCache 0.1")
+VARIANTS = ("euler/sgm_uniform/20", "euler/sgm_uniform/50", "dpmpp_2m/karras/30")
+
+
+# ------------------------------------------------------------------------------------------------
+# Counting the compute a run really did
+# ------------------------------------------------------------------------------------------------
+class ComputeCounter:
+    """Forward hooks on a ComfyUI MMDiT that record, per model call and joint block, the batch and the
+    image tokens [B, n, C] that entered the image stream's qkv projection (``x_block.attn.qkv``: the
+    attention's image length) and its MLP (``x_block.mlp``). A forward pre-hook on the diffusion model
+    counts model calls; a call a step cache skipped never reaches it. Use as a context manager."""
+
+    def __init__(self, diffusion_model: torch.nn.Module) -> None:
+        blocks = diffusion_model.joint_blocks
+        self.depth = len(blocks)
+        self.handles = [diffusion_model.register_forward_pre_hook(self._on_call)]
+        for i, block in enumerate(blocks):
+            self.handles.append(block.x_block.attn.qkv.register_forward_hook(self._on_tokens(i, 1)))
+            self.handles.append(block.x_block.mlp.register_forward_hook(self._on_tokens(i, 2)))
+        self.reset()
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.records: dict[tuple[int, int], list[int]] = {}  # (call, block) -> [batch, attn tokens, mlp tokens]
+
+    def _on_call(self, module, args) -> None:
+        self.calls += 1
+
+    def _on_tokens(self, block: int, slot: int):
+        def hook(module, args, output) -> None:
+            x = args[0]
+            record = self.records.setdefault((self.calls - 1, block), [x.shape[0], 0, 0])
+            if record[0] != x.shape[0]:
+                raise RuntimeError(f"block {block}: batch {x.shape[0]} after {record[0]} in one model call")
+            record[slot] += x.shape[1]
+        return hook
+
+    def snapshot(self) -> dict:
+        """The counts so far: model calls and the per (call, block) records."""
+        return {"calls": self.calls, "records": dict(self.records)}
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+
+    def __enter__(self) -> "ComputeCounter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def token_totals(counts: dict, tokens: int) -> dict:
+    """Model calls, block calls and the sample-tokens through attention and MLP (batch x tokens),
+    with the block-call-equivalents (sample-tokens / tokens) for comparison across runs."""
+    records = counts["records"].values()
+    return {"model_calls": counts["calls"], "block_calls": len(counts["records"]),
+            "attn_tokens": sum(b * a for b, a, _ in records), "mlp_tokens": sum(b * m for b, _, m in records),
+            "full_tokens": sum(b * tokens for b, _, _ in records)}
+
+
+def estimated_flops(ops, counts: dict, fixture_tokens: int, fixture_depth: int, shape, grid: tuple[int, int],
+                    text_tokens: int | None = None) -> float:
+    """FLOPs (``sdtm_ops.block_flops``) the counted run would have cost on ``shape`` at ``grid``: block j
+    of the target takes the attention and MLP token shares fixture block j * depth_fixture // depth_target
+    had in the same model call; a call that never ran costs nothing."""
+    n = grid[0] * grid[1]
+    m = shape.text_tokens if text_tokens is None else text_tokens
+    total = 0.0
+    calls = sorted({call for call, _ in counts["records"]})
+    for call in calls:
+        for j in range(shape.depth):
+            record = counts["records"].get((call, j * fixture_depth // shape.depth))
+            if record is None:
+                continue
+            batch, attn, mlp = record
+            total += batch * ops.block_flops(shape, round(attn * n / fixture_tokens), round(mlp * n / fixture_tokens),
+                                             m, j == shape.depth - 1, j in shape.dual_attention_blocks)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings: each builds the patched MODEL from the unpatched one, as the nodes would in a graph
+# ------------------------------------------------------------------------------------------------
+Builder = Callable[[object], object]
+
+
+@dataclass
+class Setting:
+    name: str
+    family: str  # curve of the chart: unpatched, lazycache, easycache, tome, sdtm-preset, sdtm-sweep, ...
+    params: dict  # what the nodes get (JSON)
+    build: Builder
+    seeds: list[dict] = field(default_factory=list)  # one entry per seed
+    model: object = None  # the patched MODEL of the last measurement (its SDTM report, if any)
+
+
+def lazycache(threshold: float, start: float = 0.15, end: float = 0.95) -> Builder:
+    """Core LazyCache (comfy_extras/nodes_easycache.py) with its node's defaults for the percents."""
+    def build(model):
+        from comfy_extras.nodes_easycache import LazyCacheNode
+        return LazyCacheNode.execute(model, threshold, start, end, False).args[0]
+    return build
+
+
+def easycache(threshold: float, start: float = 0.15, end: float = 0.95) -> Builder:
+    def build(model):
+        from comfy_extras.nodes_easycache import EasyCacheNode
+        return EasyCacheNode.execute(model, threshold, start, end, False).args[0]
+    return build
+
+
+def sdtm_preset(pack, name: str) -> Builder:
+    return lambda model: pack.apply.execute(model, name, -1.0, 0.0, 1.0, -1.0).args[0]
+
+
+def sdtm_advanced(pack, config) -> Builder:
+    return lambda model: pack.advanced.execute(model, **advanced_inputs(pack, config)).args[0]
+
+
+def chain(*builders: Builder) -> Builder:
+    """Nodes in a row: the first builder is the first node after the loader."""
+    def build(model):
+        for builder in builders:
+            model = builder(model)
+        return model
+    return build
+
+
+def config_params(pack, config) -> dict:
+    return {"node": "SDTM_ApplyAdvanced", **advanced_inputs(pack, config)}
+
+
+def sdtm_setting(pack, name: str, family: str, config, **extra) -> Setting:
+    return Setting(name, family, {**config_params(pack, config), **extra}, sdtm_advanced(pack, config))
+
+
+def stack_settings(pack, label: str, config, threshold: float) -> list[Setting]:
+    """SDTM (Advanced, ``config``) and LazyCache(threshold) in both orders."""
+    sdtm, lazy = sdtm_advanced(pack, config), lazycache(threshold)
+    params = {"sdtm": config_params(pack, config), "lazycache": threshold}
+    return [Setting(f"{label} -> LazyCache {threshold}", "stack sdtm->lazy", {**params, "order": "sdtm first"},
+                    chain(sdtm, lazy)),
+            Setting(f"LazyCache {threshold} -> {label}", "stack lazy->sdtm", {**params, "order": "lazycache first"},
+                    chain(lazy, sdtm))]
+
+
+def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setting]:
+    """Every setting of the benchmark but the LazyCache sweep (run by :func:`run_lazy_sweep`)."""
+    ops = pack.ops
+    balanced = pack.presets.preset_config("balanced")
+    settings: list[Setting] = []
+    if "baseline" in groups:
+        settings.append(Setting("unpatched", "unpatched", {}, lambda model: model))
+    if "easy" in groups:
+        settings.append(Setting("EasyCache 0.2", "easycache", {"easycache": 0.2}, easycache(0.2)))
+    if "tome" in groups:
+        for ratio in (0.5,):
+            config = ops.SDTMConfig(method="tome", ratio=ratio, deviation=0.0, protect_every=0, use_cache=False)
+            settings.append(sdtm_setting(pack, f"ToMe plain r={ratio}", "tome", config))
+    if "presets" in groups:
+        for name in pack.presets.PRESETS:
+            settings.append(Setting(f"preset {name}", "sdtm-preset", {"node": "SDTM_Apply", "preset": name},
+                                    sdtm_preset(pack, name)))
+    if "stacks" in groups:
+        settings += stack_settings(pack, "balanced", balanced, 0.2)
+        settings += stack_settings(pack, "reference", pack.presets.preset_config("reference"), 0.1)
+    if "tuned" in groups:
+        settings += tuned_settings(pack, depth)
+    if "analysis" in groups:  # where the error comes from: one phase, one third of the steps, one block
+        switch_step = math.floor(balanced.switch * (steps - 1) + 1e-9)
+        detail_start = (switch_step + 1) / (steps - 1)
+        parts = [("phase", "structure steps only", dict(end=balanced.switch)),
+                 ("phase", "detail steps only", dict(start=min(1.0, detail_start)))]
+        thirds = [(0.0, 1 / 3), (1 / 3 + 1e-6, 2 / 3), (2 / 3 + 1e-6, 1.0)]
+        parts += [("steps", f"steps {a:.2f}-{b:.2f} only", dict(start=round(a, 6), end=round(b, 6))) for a, b in thirds]
+        parts += [("block", f"block {b} only", dict(block_start=b, block_end=b)) for b in range(depth)]
+        for knob, label, changes in parts:
+            for base_name, base in (("balanced", balanced),):
+                settings.append(sdtm_setting(pack, f"{base_name}: {label}", "analysis", base.replace(**changes),
+                                             knob=knob, base=base_name))
+    if "sweeps" in groups:  # one knob of the balanced preset at a time
+        sweeps = [("ratio", dict(ratio=r, deviation=round(0.4 * r, 4))) for r in (0.2, 0.7)]
+        sweeps += [("switch", dict(switch=s)) for s in (0.0, 1.0)]
+        sweeps += [("start", dict(start=0.6))]
+        sweeps += [("blocks", dict(block_start=a, block_end=b))
+                   for a, b in ((0, depth // 2 - 1), (depth // 2, depth - 1)) if a <= b]
+        sweeps += [("protect steps", dict(protect_every=5)), ("protect steps", dict(protect_every=0, use_cache=False))]
+        sweeps += [("protect blocks", dict(protect_blocks_every=2))]
+        sweeps += [("cache weight", dict(cache_fresh_weight=w)) for w in (0.0, 1.0)]
+        for knob, changes in sweeps:
+            label = ", ".join(f"{k}={v}" for k, v in changes.items())
+            settings.append(sdtm_setting(pack, f"balanced {label}", "sdtm-sweep", balanced.replace(**changes),
+                                         knob=knob))
+    return settings
+
+
+def tuned_candidates(pack, depth: int) -> dict:
+    """Light SDTM settings searched with the existing knobs for the front at >= 1.5x (issue 14, point 4)."""
+    ops = pack.ops
+    light = ops.SDTMConfig(ratio=0.3, deviation=0.0, protect_every=0, use_cache=False)
+    return {
+        "late detail r=0.3": light.replace(switch=0.0, start=0.5),
+        "late detail r=0.5": light.replace(ratio=0.5, switch=0.0, start=0.5),
+    }
+
+
+def tuned_settings(pack, depth: int) -> list[Setting]:
+    settings = []
+    for label, config in tuned_candidates(pack, depth).items():
+        settings.append(sdtm_setting(pack, label, "sdtm-tuned", config))
+        for threshold in (0.1,):
+            settings += stack_settings(pack, label, config, threshold)
+    return settings
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """What is fixed for one fixture and one sampler setup: the model, the prompts, the references."""
+
+    pack: object
+    model: object
+    counter: ComputeCounter
+    prompts: list  # (positive, negative) per seed
+    references: list  # decoded unpatched image per seed
+    reference_counts: list  # the unpatched run's counts per seed
+    steps: int
+    latent_hw: tuple[int, int]
+    sampler: str
+    scheduler: str
+    shapes: dict  # name -> (MMDiTShape, grid, text tokens or None)
+
+    @property
+    def tokens(self) -> int:
+        return (self.latent_hw[0] // 2) * (self.latent_hw[1] // 2)
+
+
+def sample_counted(run: Run, model, seed: int) -> tuple[torch.Tensor, dict]:
+    positive, negative = run.prompts[seed]
+    run.counter.reset()
+    latent = sample_fixture(model, seed, positive, negative, run.steps, run.latent_hw, sampler=run.sampler,
+                            scheduler=run.scheduler)
+    return photo_codec.decode(latent), run.counter.snapshot()
+
+
+def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: str, scheduler: str) -> Run:
+    diffusion = model.model.diffusion_model
+    counter = ComputeCounter(diffusion)
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    prompts = [(photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption), negative)
+               for s in range(seeds)]
+    grid = (latent_hw[0] // 2, latent_hw[1] // 2)
+    shapes = {"fixture": (fixture_shape(pack, model, clip), grid, None)}
+    for name in TARGET_MODELS:
+        shapes[name] = (pack.ops.MODEL_SHAPES[name], pack.ops.token_grid(TARGET_RES, TARGET_RES), None)
+    run = Run(pack, model, counter, prompts, [], [], steps, latent_hw, sampler, scheduler, shapes)
+    for seed in range(seeds):
+        image, counts = sample_counted(run, model, seed)
+        run.references.append(image)
+        run.reference_counts.append(counts)
+    return run
+
+
+def measure_setting(run: Run, setting: Setting) -> Setting:
+    from harness.image_metrics import psnr, ssim
+    setting.seeds = []
+    patched = setting.model = setting.build(run.model)
+    depth = run.counter.depth
+    for seed, reference in enumerate(run.references):
+        image, counts = sample_counted(run, patched, seed)
+        entry = {"seed": seed, "psnr": float(psnr(image, reference)[0]), "ssim": float(ssim(image, reference)[0]),
+                 **token_totals(counts, run.tokens),
+                 "reference_model_calls": run.reference_counts[seed]["calls"]}
+        for name, (shape, grid, text) in run.shapes.items():
+            full = estimated_flops(run.pack.ops, run.reference_counts[seed], run.tokens, depth, shape, grid, text)
+            done = estimated_flops(run.pack.ops, counts, run.tokens, depth, shape, grid, text)
+            entry[f"flops_{name}"], entry[f"flops_full_{name}"] = done, full
+        setting.seeds.append(entry)
+    return setting
+
+
+def summary(setting: Setting, run: Run) -> dict:
+    """Means over seeds; speedups are total unpatched FLOPs over total FLOPs of the run (all seeds)."""
+    s = setting.seeds
+    finite = [e["psnr"] for e in s if math.isfinite(e["psnr"])]
+    row = {"name": setting.name, "family": setting.family, "params": setting.params,
+           "psnr_mean": statistics.fmean(finite) if finite else math.inf,
+           "psnr_min": min(e["psnr"] for e in s), "ssim_mean": statistics.fmean(e["ssim"] for e in s),
+           "ssim_min": min(e["ssim"] for e in s),
+           "mse_mean": statistics.fmean(10 ** (-e["psnr"] / 10) for e in s if math.isfinite(e["psnr"])) if finite else 0.0,
+           "model_calls": sum(e["model_calls"] for e in s), "reference_model_calls": sum(e["reference_model_calls"] for e in s),
+           "attn_share": sum(e["attn_tokens"] for e in s) / sum(e["full_tokens"] for e in s) if any(e["full_tokens"] for e in s) else 0.0,
+           "mlp_share": sum(e["mlp_tokens"] for e in s) / sum(e["full_tokens"] for e in s) if any(e["full_tokens"] for e in s) else 0.0}
+    row["skipped_calls"] = row["reference_model_calls"] - row["model_calls"]
+    # token shares against the unpatched run's tokens (a skipped call counts zero)
+    ref_tokens = sum(token_totals(c, run.tokens)["full_tokens"] for c in run.reference_counts)
+    row["attn_tokens_vs_unpatched"] = sum(e["attn_tokens"] for e in s) / ref_tokens
+    row["mlp_tokens_vs_unpatched"] = sum(e["mlp_tokens"] for e in s) / ref_tokens
+    for name in run.shapes:
+        row[f"speedup_{name}"] = sum(e[f"flops_full_{name}"] for e in s) / max(1e-9, sum(e[f"flops_{name}"] for e in s))
+    row["seeds"] = s
+    return row
+
+
+def run_lazy_sweep(run: Run, log, done: dict | None = None, thresholds=LAZY_THRESHOLDS) -> list[dict]:
+    """LazyCache over LAZY_THRESHOLDS, stopping after the first threshold past LAZY_STOP (SD3-medium
+    estimate). ``done``: rows already measured, by name (--resume)."""
+    rows = []
+    for threshold in thresholds:
+        name = f"LazyCache {threshold}"
+        row = (done or {}).get(name) or summary(measure_setting(
+            run, Setting(name, "lazycache", {"lazycache": threshold}, lazycache(threshold))), run)
+        rows.append(row)
+        log(row)
+        if row["speedup_sd3-medium"] > LAZY_STOP:
+            break
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# The front
+# ------------------------------------------------------------------------------------------------
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """Piecewise-linear y(x) through points sorted by x; None outside their range."""
+    points = sorted(points)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    if points and x == points[0][0]:
+        return points[0][1]
+    return None
+
+
+def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float = TARGET_SPEEDUP) -> list[dict]:
+    """Each pack setting at an estimated speedup >= ``at_least``: its PSNR minus LazyCache's at the same
+    estimated speedup (interpolated along the sweep), and LazyCache's speedup at the same PSNR."""
+    key = f"speedup_{model}"
+    lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache"]
+    by_psnr = [(r["psnr_mean"], r[key]) for r in rows if r["family"] == "lazycache"]
+    out = []
+    for r in rows:
+        if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
+            continue
+        lazy_psnr = interpolate(lazy, r[key])
+        lazy_speed = interpolate(by_psnr, r["psnr_mean"])
+        out.append({"name": r["name"], "family": r["family"], "speedup": r[key], "psnr": r["psnr_mean"],
+                    "lazycache_psnr_at_speedup": lazy_psnr,
+                    "margin_db": None if lazy_psnr is None else r["psnr_mean"] - lazy_psnr,
+                    "lazycache_speedup_at_psnr": lazy_speed,
+                    "dominated": None if lazy_psnr is None else r["psnr_mean"] <= lazy_psnr})
+    return sorted(out, key=lambda v: -(v["margin_db"] if v["margin_db"] is not None else -1e9))
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats in both speed and PSNR, by speed."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return sorted(front)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| setting | calls run | MLP tokens | attention tokens | est. SD3-medium 1024 | est. SD3.5-large 1024 "
+             "| PSNR dB mean (min) | SSIM mean |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        psnr = "identical" if not math.isfinite(r["psnr_mean"]) else f"{r['psnr_mean']:.2f} ({r['psnr_min']:.2f})"
+        lines.append(f"| {r['name']} | {r['model_calls']}/{r['reference_model_calls']} | "
+                     f"{100 * r['mlp_tokens_vs_unpatched']:.0f}% | {100 * r['attn_tokens_vs_unpatched']:.0f}% | "
+                     f"{r['speedup_sd3-medium']:.2f}x | {r['speedup_sd3.5-large']:.2f}x | {psnr} | "
+                     f"{r['ssim_mean']:.3f} |")
+    return "\n".join(lines)
+
+
+def analysis_table(rows: list[dict]) -> str:
+    """Error per compute saved: mean MSE against unpatched (images in [0, 1]) per percent of SD3-medium
+    FLOPs saved, for the settings that merge only one phase, one third of the steps or one block."""
+    lines = ["| SDTM balanced, merging only on | est. SD3-medium | FLOPs saved | PSNR dB mean (min) | MSE x 1e4 "
+             "| MSE x 1e4 per % saved |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["family"] not in ("analysis", "sdtm-preset") or not math.isfinite(r["psnr_mean"]):
+            continue
+        saved = 100 * (1 - 1 / r["speedup_sd3-medium"])
+        lines.append(f"| {r['name']} | {r['speedup_sd3-medium']:.2f}x | {saved:.1f}% | {r['psnr_mean']:.2f} "
+                     f"({r['psnr_min']:.2f}) | {1e4 * r['mse_mean']:.1f} | {1e4 * r['mse_mean'] / saved:.2f} |")
+    return "\n".join(lines)
+
+
+def front_lines(verdict: list[dict]) -> list[str]:
+    out = []
+    for v in verdict:
+        lazy = "outside the sweep" if v["margin_db"] is None else (
+            f"LazyCache {v['lazycache_psnr_at_speedup']:.2f} dB there, margin {v['margin_db']:+.2f} dB")
+        out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
+    return out
+
+
+FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
+                "sdtm-preset": ("#d62728", "s", "SDTM presets"),
+                "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
+                "sdtm-tuned": ("#9467bd", "D", "SDTM light (searched)"),
+                "tome": ("#2ca02c", "^", "plain ToMe"),
+                "stack sdtm->lazy": ("#8c564b", "v", "SDTM -> LazyCache"),
+                "stack lazy->sdtm": ("#e377c2", "<", "LazyCache -> SDTM"),
+                "easycache": ("#7f7f7f", "x", "core EasyCache (skips nothing on SD3)"),
+                "analysis": ("#bcbd22", "+", "SDTM balanced on one phase or one block only")}
+
+
+def draw_chart(results: dict[str, dict], png: Path) -> None:
+    """One panel per fixture: estimated SD3-medium speedup vs mean PSNR; each family's points and its
+    Pareto front as the curve."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(results), figsize=(7.5 * len(results), 5.5), dpi=100, squeeze=False)
+    for ax, (fixture, data) in zip(axes[0], results.items()):
+        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
+        for family, (color, marker, label) in FAMILY_STYLE.items():
+            pts = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family]
+            if not pts:
+                continue
+            ax.scatter(*zip(*pts), color=color, marker=marker, s=30, alpha=0.8, zorder=3)
+            ax.plot(*zip(*pareto(pts)), color=color, label=label, lw=1.5)
+        for r in rows:
+            if r["family"] == "sdtm-preset":
+                ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
+                            textcoords="offset points", xytext=(4, 3), fontsize=7)
+        ax.axvline(TARGET_SPEEDUP, color="black", lw=0.6, ls="--")
+        setup = data["setup"]
+        ax.set_title(f"{setup['fixture']} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
+                     f"{setup['scheduler']}, {setup['seeds']} seeds", fontsize=9)
+        ax.set_xlabel("estimated speedup, SD3-medium 1024x1024 (FLOP model of the counted tokens)")
+        ax.set_ylabel("PSNR vs unpatched (dB, mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampler variants and CPU timing
+# ------------------------------------------------------------------------------------------------
+def run_variants(pack, model, clip, settings_by_name: dict[str, Setting], variants: list[str], seeds: int,
+                 latent_hw, log) -> dict:
+    """The LazyCache sweep and the named settings again with other step counts / samplers (no tuning)."""
+    out = {}
+    for variant in variants:
+        sampler, scheduler, steps = variant.split("/")
+        run = prepare_run(pack, model, clip, seeds, int(steps), latent_hw, sampler, scheduler)
+        rows = run_lazy_sweep(run, log)
+        for setting in settings_by_name.values():
+            rows.append(summary(measure_setting(run, setting), run))
+            log(rows[-1])
+        run.counter.close()
+        out[variant] = {"rows": [{k: v for k, v in r.items() if k != "seeds"} for r in rows],
+                        "front": front_verdict(rows)}
+    return out
+
+
+def measure_speed(pack, settings: list[Setting], res: int, depth: int, steps: int, repeat: int) -> list[dict]:
+    """Whole KSampler runs on the SD3-medium configuration (random weights, ``depth`` blocks), each setting
+    against unpatched, interleaved (bench_speed); with the speedup counted by hooks on the timed run."""
+    from benchmarks.bench_speed import build_model, conditioning, interleaved
+    nodes = import_comfy()
+    device = torch.device("cpu")
+    base = build_model("sd3-medium", depth, device, torch.float32)
+    ctx, pooled = conditioning(1, device, None)
+    neg_ctx, neg_pooled = conditioning(1, device, None, seed=2)
+    positive, negative = [[ctx, {"pooled_output": pooled}]], [[neg_ctx, {"pooled_output": neg_pooled}]]
+    lat = res // 8
+    grid = (-(-lat // 2), -(-lat // 2))
+    shape = pack.ops.MODEL_SHAPES["sd3-medium"]
+    shape = pack.ops.MMDiTShape(shape.name, depth, shape.hidden)
+    counts = {}
+    with ComputeCounter(base.model.diffusion_model) as counter:
+        def runner(name, model):
+            def go():
+                counter.reset()
+                nodes.common_ksampler(model, 0, steps, CFG, SAMPLER, SCHEDULER, positive, negative,
+                                      {"samples": torch.zeros(1, 16, lat, lat)})
+                counts[name] = counter.snapshot()
+            return go
+        cases = {"unpatched": runner("unpatched", base)}
+        cases.update({s.name: runner(s.name, s.build(base)) for s in settings if s.name != "unpatched"})
+        timed = interleaved(cases, repeat, device)
+    full = estimated_flops(pack.ops, counts["unpatched"], grid[0] * grid[1], depth, shape, grid)
+    rows = []
+    for name in cases:
+        counted = full / estimated_flops(pack.ops, counts[name], grid[0] * grid[1], depth, shape, grid)
+        measured = timed["unpatched"]["seconds"] / timed[name]["seconds"]
+        rows.append({"name": name, "seconds": timed[name]["seconds"], "all_seconds": timed[name]["all_seconds"],
+                     "measured_speedup": measured, "counted_flop_speedup": counted, "model_calls": counts[name]["calls"],
+                     "efficiency": measured / counted})
+        print(f"  speed {name}: {measured:.2f}x measured, {counted:.2f}x counted ({counts[name]['calls']} calls)",
+              flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
+    started = time.perf_counter()
+    model, clip = photo_codec.load_fixture(path)
+    depth = len(model.model.diffusion_model.joint_blocks)
+    latent_hw = (args.size // photo_codec.PIXELS_PER_LATENT,) * 2
+    groups = set(args.groups.split(","))
+    data = {"setup": {"fixture": name, "file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+                      "depth": depth, "hidden": model.model.diffusion_model.hidden_size, "steps": args.steps,
+                      "seeds": args.seeds, "size_px": args.size, "cfg": CFG, "sampler": SAMPLER, "scheduler": SCHEDULER,
+                      "target_res": TARGET_RES, "threads": args.threads, "torch": torch.__version__,
+                      "machine": platform.processor() or platform.machine(), "groups": sorted(groups),
+                      "command": "python -m benchmarks.bench_front " + " ".join(args.argv)},
+            "results": []}
+
+    def log(row: dict) -> None:
+        print(f"  [{name}] {row['name']}: PSNR {row['psnr_mean']:.2f} (min {row['psnr_min']:.2f}), "
+              f"est {row['speedup_sd3-medium']:.2f}x / {row['speedup_sd3.5-large']:.2f}x, "
+              f"calls {row['model_calls']}/{row['reference_model_calls']}, "
+              f"attn {100 * row['attn_tokens_vs_unpatched']:.0f}% mlp {100 * row['mlp_tokens_vs_unpatched']:.0f}%",
+              flush=True)
+
+    def save() -> None:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        data["seconds"] = round(time.perf_counter() - started, 1)
+        out_json.write_text(json.dumps(data, indent=1))
+
+    done = {}
+    if args.resume and out_json.is_file():  # keep the rows of an earlier run of the same setup
+        previous = json.loads(out_json.read_text())
+        same = ("steps", "seeds", "size_px", "cfg", "sampler", "scheduler", "depth", "hidden")
+        if all(previous["setup"].get(k) == data["setup"][k] for k in same):
+            done = {r["name"]: r for r in previous["results"]}
+            print(f"  resuming: {len(done)} settings already measured in {out_json}", flush=True)
+    run = prepare_run(pack, model, clip, args.seeds, args.steps, latent_hw, SAMPLER, SCHEDULER)
+    settings = build_settings(pack, depth, groups, args.steps)
+    if args.only:
+        settings = [s for s in settings if s.name == "unpatched" or s.name in args.only.split(";")]
+    if "baseline" in groups:
+        unpatched = settings.pop(0)
+        data["results"].append(done.get(unpatched.name) or summary(measure_setting(run, unpatched), run))
+        log(data["results"][-1])
+    if "lazy" in groups:
+        thresholds = [float(t) for t in args.lazy_thresholds.split(",")] if args.lazy_thresholds else LAZY_THRESHOLDS
+
+        def keep(row: dict) -> None:
+            log(row)
+            data["results"].append(row)
+            save()
+        run_lazy_sweep(run, keep, done, thresholds)
+    for setting in settings:
+        data["results"].append(done.get(setting.name) or summary(measure_setting(run, setting), run))
+        log(data["results"][-1])
+        save()
+    run.counter.close()
+    data["front"] = front_verdict(data["results"])
+    if args.variants:
+        named = {s.name: s for s in build_settings(pack, depth, groups, args.steps)
+                 if s.name in args.variant_settings.split(",")}
+        data["variants"] = run_variants(pack, model, clip, named, args.variants.split(","), args.variant_seeds,
+                                        latent_hw, log)
+        save()
+    if args.speed_settings:
+        wanted = set(args.speed_settings.split(","))
+        lazy = [Setting(f"LazyCache {t}", "lazycache", {}, lazycache(t)) for t in LAZY_THRESHOLDS]
+        chosen = [s for s in lazy + build_settings(pack, depth, groups | {"presets", "stacks", "tuned"}, args.steps)
+                  if s.name in wanted]
+        data["speed"] = {"setup": {"model": "sd3-medium", "depth": args.speed_depth, "res": args.speed_res,
+                                   "steps": args.speed_steps, "repeat": args.speed_repeat},
+                         "rows": measure_speed(pack, chosen, args.speed_res, args.speed_depth, args.speed_steps,
+                                               args.speed_repeat)}
+    save()
+    return data
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import sys
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fixtures", default="photo,deep", help=f"comma separated, of {', '.join(FIXTURES)}")
+    parser.add_argument("--fixture-path", action="append", default=[], metavar="NAME=PATH",
+                        help="use this file for a fixture name (default: tests/fixtures)")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds 0..N-1; seed s uses caption s mod 7")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--size", type=int, default=SIZE_PX, help="decoded image side in pixels")
+    parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma separated, of {', '.join(GROUPS)}")
+    parser.add_argument("--variants", default="", help=f"sampler/scheduler/steps, comma separated, e.g. {VARIANTS[0]}")
+    parser.add_argument("--variant-settings", default="", help="setting names to run in the variants")
+    parser.add_argument("--variant-seeds", type=int, default=SEEDS)
+    parser.add_argument("--speed-settings", default=",".join(SPEED_SETTINGS),
+                        help="setting names to time on the SD3-medium configuration ('' = no timing)")
+    parser.add_argument("--speed-res", type=int, default=512)
+    parser.add_argument("--speed-depth", type=int, default=2)
+    parser.add_argument("--speed-steps", type=int, default=10)
+    parser.add_argument("--speed-repeat", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", default="", help="run only these settings (names, ';' separated)")
+    parser.add_argument("--lazy-thresholds", default="", help="LazyCache thresholds (default: the sweep to 3x)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the settings front_<fixture>.json already holds for the same setup")
+    parser.add_argument("--out", type=Path, default=JSON_DIR, help="folder of front_<fixture>.json")
+    parser.add_argument("--chart", type=Path, default=IMAGES / "front.png")
+    parser.add_argument("--suffix", default="", help="JSON file name suffix: front_<fixture><suffix>.json")
+    parser.add_argument("--chart-only", action="store_true", help="redraw the chart from the JSON files")
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    names = args.fixtures.split(",")
+    for n in names:
+        if n not in FIXTURES:
+            parser.error(f"--fixtures: {n!r} is not one of {', '.join(FIXTURES)}")
+    paths = dict(FIXTURES)
+    for item in args.fixture_path:
+        key, _, value = item.partition("=")
+        paths[key] = Path(value)
+    if not args.chart_only:
+        torch.set_num_threads(args.threads)
+        import_comfy()
+        import comfy.utils
+        comfy.utils.PROGRESS_BAR_ENABLED = False
+        pack = load_pack()
+        for n in names:
+            print(f"== fixture {n}: {paths[n]}", flush=True)
+            data = fixture_run(pack, n, paths[n], args, args.out / f"front_{n}{args.suffix}.json")
+            print(markdown_table(data["results"]))
+            for line in front_lines(data["front"]):
+                print("  front: " + line)
+    results = {path.stem: json.loads(path.read_text()) for path in sorted(args.out.glob("front_*.json"))}
+    if args.chart_only:
+        for stem, data in results.items():
+            print(f"\n## {stem}: {data['setup']['command']}\n")
+            print(markdown_table(data["results"]) + "\n")
+            print(analysis_table(data["results"]) + "\n")
+            for line in front_lines(front_verdict(data["results"])):
+                print("  front: " + line)
+    draw_chart(results, args.chart)
+    print(f"wrote {args.chart}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The front benchmark's compute counting (benchmarks/bench_front.py) on the photo fixture through ComfyUI's
+real KSampler: the hooks count what the unpatched model does (blocks x tokens x calls), agree with SDTM's
+own per-block accounting, and count the model calls a step cache skipped as LazyCache itself logs them."""
+import logging
+import re
+
+import pytest
+
+from benchmarks import bench_front as front
+from harness.comfy_env import import_comfy, load_pack
+from photo_fixture import photo_codec
+
+STEPS = 6
+LATENT_HW = (32, 32)  # 16 x 16 = 256 image tokens
+TOKENS = 256
+
+
+@pytest.fixture(scope="module")
+def run():
+    import_comfy()
+    import comfy.utils
+    progress_bar = comfy.utils.PROGRESS_BAR_ENABLED
+    comfy.utils.PROGRESS_BAR_ENABLED = False
+    pack = load_pack()
+    model, clip = photo_codec.load_fixture()
+    prepared = front.prepare_run(pack, model, clip, 1, STEPS, LATENT_HW, "euler", "sgm_uniform")
+    yield prepared
+    prepared.counter.close()
+    comfy.utils.PROGRESS_BAR_ENABLED = progress_bar
+
+
+def test_unpatched_counts_are_blocks_times_tokens_times_calls(run):
+    counts = run.reference_counts[0]
+    depth = run.counter.depth
+    assert counts["calls"] == STEPS  # cfg 4.5: cond and uncond in one call per step
+    assert sorted(counts["records"]) == [(c, b) for c in range(STEPS) for b in range(depth)]
+    assert set(map(tuple, counts["records"].values())) == {(2, TOKENS, TOKENS)}
+    totals = front.token_totals(counts, TOKENS)
+    assert totals["attn_tokens"] == totals["mlp_tokens"] == totals["full_tokens"] == STEPS * depth * 2 * TOKENS
+    # The SD3-medium estimate of an unmerged run is the FLOP model's unmerged step cost for every call.
+    ops = run.pack.ops
+    shape, grid = ops.MODEL_SHAPES["sd3-medium"], ops.token_grid(1024, 1024)
+    step_full = ops.schedule_cost(shape, grid, ops.SDTMConfig(ratio=0.0, deviation=0.0), 1).steps[0].flops_full
+    estimate = front.estimated_flops(ops, counts, TOKENS, depth, shape, grid)
+    assert estimate == pytest.approx(STEPS * 2 * step_full, rel=1e-12)
+
+
+def test_sdtm_counts_agree_with_sdtm_own_accounting(run):
+    pack = run.pack
+    setting = front.Setting("preset fast", "sdtm-preset", {}, front.sdtm_preset(pack, "fast"))
+    row = front.summary(front.measure_setting(run, setting), run)
+    report = setting.model.model_options["transformer_options"][pack.hook.KEY].last_report
+    assert row["model_calls"] == report["model_calls"] == STEPS
+    merged = [s for s in report["steps"] if s["mlp_tokens"] < s["tokens"]]
+    assert merged, "the fast preset merged nothing at this size: the test checks nothing"
+    assert row["mlp_tokens_vs_unpatched"] == pytest.approx(sum(s["mlp_tokens"] for s in report["steps"])
+                                                           / sum(s["tokens"] for s in report["steps"]))
+    assert row["attn_tokens_vs_unpatched"] == pytest.approx(sum(s["attn_tokens"] for s in report["steps"])
+                                                            / sum(s["tokens"] for s in report["steps"]))
+    # Counted by hooks, priced with the fixture's own shape: the speedup SDTM's report computed.
+    assert row["speedup_fixture"] == pytest.approx(report["flop_speedup"], rel=1e-9)
+
+
+def test_lazycache_skips_are_counted_as_lazycache_logs_them(run, caplog):
+    caplog.set_level(logging.INFO)
+    setting = front.Setting("LazyCache 1.0", "lazycache", {}, front.lazycache(1.0))
+    row = front.summary(front.measure_setting(run, setting), run)
+    logged = [re.search(r"LazyCache - skipped (\d+)/(\d+) steps", r.getMessage()) for r in caplog.records]
+    skipped = [(int(m.group(1)), int(m.group(2))) for m in logged if m]
+    assert skipped == [(row["skipped_calls"], STEPS)]
+    assert row["skipped_calls"] > 0
+    assert row["model_calls"] + row["skipped_calls"] == STEPS
+    calls = STEPS - row["skipped_calls"]
+    assert row["speedup_sd3-medium"] == pytest.approx(STEPS / calls)
+    assert row["mlp_tokens_vs_unpatched"] == pytest.approx(calls / STEPS)
+
+
+def test_easycache_skips_nothing_on_sd3(run):
+    """ComfyUI 0.3.75's EasyCache hooks the DIFFUSION_MODEL wrapper, which MMDiT never calls."""
+    setting = front.Setting("EasyCache 0.2", "easycache", {}, front.easycache(0.2))
+    row = front.summary(front.measure_setting(run, setting), run)
+    assert row["model_calls"] == STEPS and row["skipped_calls"] == 0
+    assert row["psnr_min"] == float("inf")
+
+
+def test_front_verdict_interpolates_along_lazycache():
+    rows = [{"name": "unpatched", "family": "unpatched", "speedup_sd3-medium": 1.0, "psnr_mean": float("inf")},
+            {"name": "L1", "family": "lazycache", "speedup_sd3-medium": 1.2, "psnr_mean": 40.0},
+            {"name": "L2", "family": "lazycache", "speedup_sd3-medium": 2.2, "psnr_mean": 30.0},
+            {"name": "A", "family": "sdtm-tuned", "speedup_sd3-medium": 1.7, "psnr_mean": 36.0},
+            {"name": "B", "family": "sdtm-preset", "speedup_sd3-medium": 1.6, "psnr_mean": 20.0},
+            {"name": "slow", "family": "sdtm-preset", "speedup_sd3-medium": 1.3, "psnr_mean": 50.0}]
+    verdict = {v["name"]: v for v in front.front_verdict(rows)}
+    assert set(verdict) == {"A", "B"}
+    assert verdict["A"]["lazycache_psnr_at_speedup"] == pytest.approx(35.0)
+    assert verdict["A"]["margin_db"] == pytest.approx(1.0) and not verdict["A"]["dominated"]
+    assert verdict["A"]["lazycache_speedup_at_psnr"] == pytest.approx(1.6)
+    assert verdict["B"]["margin_db"] == pytest.approx(-16.0) and verdict["B"]["dominated"]
