@@ -300,8 +300,8 @@ def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: s
     diffusion = model.model.diffusion_model
     counter = ComputeCounter(diffusion)
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
-    prompts = [(photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption), negative)
-               for s in range(seeds)]
+    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(seeds)]
+    prompts = [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
     grid = (latent_hw[0] // 2, latent_hw[1] // 2)
     shapes = {"fixture": (fixture_shape(pack, model, clip), grid, None)}
     for name in TARGET_MODELS:
@@ -336,14 +336,19 @@ def summary(setting: Setting, run: Run) -> dict:
     """Means over seeds; speedups are total unpatched FLOPs over total FLOPs of the run (all seeds)."""
     s = setting.seeds
     finite = [e["psnr"] for e in s if math.isfinite(e["psnr"])]
+    full_tokens = sum(e["full_tokens"] for e in s)
+
+    def token_share(key: str) -> float:
+        return sum(e[key] for e in s) / full_tokens if full_tokens else 0.0
+
     row = {"name": setting.name, "family": setting.family, "params": setting.params,
            "psnr_mean": statistics.fmean(finite) if finite else math.inf,
            "psnr_min": min(e["psnr"] for e in s), "ssim_mean": statistics.fmean(e["ssim"] for e in s),
            "ssim_min": min(e["ssim"] for e in s),
-           "mse_mean": statistics.fmean(10 ** (-e["psnr"] / 10) for e in s if math.isfinite(e["psnr"])) if finite else 0.0,
-           "model_calls": sum(e["model_calls"] for e in s), "reference_model_calls": sum(e["reference_model_calls"] for e in s),
-           "attn_share": sum(e["attn_tokens"] for e in s) / sum(e["full_tokens"] for e in s) if any(e["full_tokens"] for e in s) else 0.0,
-           "mlp_share": sum(e["mlp_tokens"] for e in s) / sum(e["full_tokens"] for e in s) if any(e["full_tokens"] for e in s) else 0.0}
+           "mse_mean": statistics.fmean(10 ** (-p / 10) for p in finite) if finite else 0.0,
+           "model_calls": sum(e["model_calls"] for e in s),
+           "reference_model_calls": sum(e["reference_model_calls"] for e in s),
+           "attn_share": token_share("attn_tokens"), "mlp_share": token_share("mlp_tokens")}
     row["skipped_calls"] = row["reference_model_calls"] - row["model_calls"]
     # token shares against the unpatched run's tokens (a skipped call counts zero)
     ref_tokens = sum(token_totals(c, run.tokens)["full_tokens"] for c in run.reference_counts)
@@ -545,8 +550,8 @@ def measure_speed(pack, settings: list[Setting], res: int, depth: int, steps: in
         counted = full / estimated_flops(pack.ops, counts[name], grid[0] * grid[1], depth, shape, grid)
         measured = timed["unpatched"]["seconds"] / timed[name]["seconds"]
         rows.append({"name": name, "seconds": timed[name]["seconds"], "all_seconds": timed[name]["all_seconds"],
-                     "measured_speedup": measured, "counted_flop_speedup": counted, "model_calls": counts[name]["calls"],
-                     "efficiency": measured / counted})
+                     "measured_speedup": measured, "counted_flop_speedup": counted,
+                     "model_calls": counts[name]["calls"], "efficiency": measured / counted})
         print(f"  speed {name}: {measured:.2f}x measured, {counted:.2f}x counted ({counts[name]['calls']} calls)",
               flush=True)
     return rows
