@@ -1,7 +1,7 @@
 """Merge tokens into their groups and copy group results back ("unmerge").
 
 All functions take a :class:`~sdtm_ops.partition.Partition` (or None, the identity) and work on
-whole tensors: one scatter-add to merge, one gather to unmerge, one lerp to blend with a cache.
+whole tensors: one scatter-mean to merge, one gather to unmerge, one lerp to blend with a cache.
 """
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from .config import MERGE_MODES
 from .partition import Partition
 
 __all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share"]
-
-
 
 
 def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
@@ -50,8 +48,10 @@ def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
     G = part.num_groups
     rows = part.rows.view(-1)
     if token_weight is None:
-        total = x.new_zeros(B * G, C, dtype=acc).index_add_(0, rows, src)
-        merged = total.div_(part.float_sizes.to(acc)).to(x.dtype).view(B, G, C)
+        # One op: every group has a member, so with include_self=False no row keeps the empty value.
+        mean = torch.empty(B * G, C, dtype=acc, device=x.device).index_reduce_(0, rows, src, "mean",
+                                                                                include_self=False)
+        merged = mean.to(x.dtype).view(B, G, C)
         return (merged, part.float_sizes.view(B, G, 1).to(x.dtype)) if return_sizes else merged
     w = token_weight.reshape(B * N, 1).to(acc)
     weight = x.new_zeros(B * G, 1, dtype=acc).index_add_(0, rows, w)

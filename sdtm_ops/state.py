@@ -160,7 +160,7 @@ class RunState:
         self._grids: dict[tuple, WindowGrid] = {}
         self._constants: dict[tuple, torch.Tensor] = {}
         self._merges: dict[tuple, bool] = {}
-        self._maps: dict[tuple[int, int], torch.Tensor] = {}  # (step, block) -> [N] groups of sample 0
+        self._maps: dict[tuple[int, int], torch.Tensor] = {}  # (step, block) -> [B, N] rows; sample 0's are groups
         self.map_grid: tuple[int, int] | None = None
         self.stats = RunStats()
 
@@ -244,20 +244,20 @@ class RunState:
 
     # -- merge maps -------------------------------------------------------------------------
     def record_partition(self, step: int, block: int, part: Partition, h: int, w: int) -> None:
-        """Keep the grouping of the first sample of the first call of this step and block (on the
-        device: no transfer during the run; int16 where the group ids fit)."""
+        """Keep the grouping of the first sample of the first call of this step and block: a reference
+        to the partition's row table [B, N] (no copy, no kernel launch in the block; sample 0's rows are
+        its groups), on the device until the run ends."""
         if (step, block) in self._maps or self.map_grid not in (None, (h, w)):
             return
         self.map_grid = (h, w)
-        dtype = torch.int16 if part.num_groups <= torch.iinfo(torch.int16).max else torch.int32
-        self._maps[(step, block)] = part.rows[0].to(dtype)  # sample 0's rows are its groups
+        self._maps[(step, block)] = part.rows
 
     def merge_maps(self) -> dict[tuple[int, int], torch.Tensor]:
         """The recorded groupings, moved to the CPU in one transfer: (step, block) -> [N] int64."""
         if not self._maps:
             return {}
         keys = list(self._maps)
-        stacked = torch.stack([self._maps[k].to(torch.int32) for k in keys]).cpu().long()
+        stacked = torch.stack([self._maps[k][0] for k in keys]).cpu()
         return dict(zip(keys, stacked))
 
     # -- blending cache ---------------------------------------------------------------------

@@ -12,9 +12,10 @@ from harness.comfy_env import import_comfy, load_pack
 from harness.tiny_sd3 import tiny_model
 
 # Most kernel-launching aten ops a merged block may add to the unpatched block (batch 2, ratio 0.5,
-# the balanced preset's cache blending on or the fast preset's off). Before the launch cuts these
-# were 44 / 36 (structure) and 45 / 41 (detail); benchmarks/bench_host.py measures them.
-EXTRA_LAUNCHES = {("structure", True): 30, ("structure", False): 27, ("detail", True): 28, ("detail", False): 26}
+# the balanced preset's cache blending on or the fast preset's off): the budget, 25. Commit
+# 9af45c8 added 44 / 36 (structure) and 45 / 41 (detail), the first round of cuts 30 / 27 and 28 / 26;
+# benchmarks/bench_host.py measures them for every family.
+EXTRA_LAUNCHES = {("structure", True): 25, ("structure", False): 25, ("detail", True): 25, ("detail", False): 25}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_merged_block_launches_at_most_the_budget_and_never_syncs(setup, phase, 
     merged, syncs = block_launches(pack, model, phase, 0.5, cache, 2, (64, 64), 1)
     extra = sum(merged.values()) - sum(plain.values())
     assert sum(plain.values()) > 30, plain  # the block really ran under the counter
-    assert merged["index_add_"] >= 1, merged  # and really merged
+    assert merged["index_reduce_"] + merged["index_add_"] >= 1, merged  # and really merged (either merge op)
     assert extra <= EXTRA_LAUNCHES[(phase, cache)], (extra, dict(merged - plain))
     assert not syncs and not plain_syncs, (syncs, plain_syncs)
 
