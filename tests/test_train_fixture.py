@@ -4,8 +4,8 @@ fixture's architecture: 8 joint blocks of width 128)."""
 import pytest
 import torch
 
-from photo_fixture import train_fixture
 from harness.comfy_env import import_comfy
+from photo_fixture import train_fixture
 
 
 def test_resume_gives_the_uninterrupted_result(tmp_path):
@@ -28,3 +28,27 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
     train_fixture.train(config, log, checkpoint_every=3, stop_after=3)
     with pytest.raises(ValueError, match="another training config"):
         train_fixture.train(other, log, checkpoint_every=3, resume=True)
+
+
+def test_the_deep_fixture_loads_with_its_eight_blocks_and_samples():
+    """The committed deep fixture comes through ComfyUI's detection with MMDiT's num_blocks (UNETLoader
+    alone would build 2 blocks of width 128 and drop the rest): 8 joint blocks, every weight loaded,
+    and a finite sample through the KSampler path."""
+    from photo_fixture import photo_codec
+    from photo_fixture.sample import sample_fixture
+    import_comfy()
+    config = photo_codec.fixture_metadata(photo_codec.DEEP_FIXTURE)["config"]
+    assert (config["depth"], config["blocks"]) == (train_fixture.DEEP_DEPTH, train_fixture.DEEP_BLOCKS)
+    model, clip = photo_codec.load_fixture(photo_codec.DEEP_FIXTURE)
+    diffusion = model.model.diffusion_model
+    assert len(diffusion.joint_blocks) == train_fixture.DEEP_BLOCKS
+    assert diffusion.hidden_size == 64 * train_fixture.DEEP_DEPTH
+    from safetensors.torch import load_file
+    stored = load_file(str(photo_codec.DEEP_FIXTURE))
+    loaded = diffusion.state_dict()
+    assert sorted(stored) == sorted(k for k in loaded if k in stored) and len(stored) == len(loaded)
+    assert all(torch.equal(stored[k].float(), loaded[k].float()) for k in stored)
+    positive = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[0].caption)
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    latent = sample_fixture(model, 0, positive, negative, 2, (16, 16))
+    assert latent.shape == (1, photo_codec.LATENT_CHANNELS, 16, 16) and torch.isfinite(latent).all()
