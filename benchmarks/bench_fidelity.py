@@ -60,7 +60,8 @@ def fixture_shape(pack, model, clip):
     (77 CLIP-L tokens: CLIPLoader type "sd3" without T5)."""
     diffusion = model.model.diffusion_model
     text_tokens = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[0].caption)[0][0].shape[1]
-    return pack.ops.MMDiTShape("photo fixture", len(diffusion.joint_blocks), diffusion.hidden_size, text_tokens=text_tokens)
+    return pack.ops.MMDiTShape("photo fixture", len(diffusion.joint_blocks), diffusion.hidden_size,
+                               text_tokens=text_tokens)
 
 
 def flop_speedup(pack, config, shape, grid: tuple[int, int], steps: int) -> float:
@@ -87,8 +88,8 @@ def build_cases(pack, shape, grid, steps: int) -> list[Case]:
         cases.append(Case(f"SDTM {name}", "sdtm", name, {"preset": name}, target))
         plain = matched_tome(pack, target, shape, grid, steps, 0.0, 0)
         cases.append(Case(f"ToMe plain r={plain.ratio:.3f}", "tome-plain", name, advanced_inputs(pack, plain), target))
-        shaped = matched_tome(pack, target, shape, grid, steps, config.deviation / config.ratio if config.ratio else 0.0,
-                              config.protect_every)
+        spread = config.deviation / config.ratio if config.ratio else 0.0
+        shaped = matched_tome(pack, target, shape, grid, steps, spread, config.protect_every)
         cases.append(Case(f"ToMe on {name}'s schedule r={shaped.ratio:.3f}", "tome-schedule", name,
                           advanced_inputs(pack, shaped), target))
     return cases
@@ -172,7 +173,8 @@ def draw_chart(results: dict[str, list[dict]], png: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 4.2 * len(results)), dpi=100, squeeze=False)
     for row, (model_name, rows) in enumerate(results.items()):
-        for col, (metric, label) in enumerate((("psnr_mean", "PSNR vs unmerged (dB)"), ("ssim_mean", "SSIM vs unmerged"))):
+        metrics = (("psnr_mean", "PSNR vs unmerged (dB)"), ("ssim_mean", "SSIM vs unmerged"))
+        for col, (metric, label) in enumerate(metrics):
             ax = axes[row][col]
             for family, (marker, color, legend) in MARKERS.items():
                 pts = [r for r in rows if r["family"] == family]
@@ -221,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds 0..N-1; seed s uses caption s mod 7")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--size", type=int, default=SIZE_PX, help="decoded image side in pixels (2 per latent pixel)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: the figures in docs/BENCHMARKS.md)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: the figures in docs/BENCHMARKS.md)")
     parser.add_argument("--fixture", type=Path, default=photo_codec.FIXTURE)
     parser.add_argument("--out", type=Path, default=IMAGES, help="folder for the chart, the sample strip and the JSON")
     args = parser.parse_args(argv)
@@ -229,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
         if value < low:
             parser.error(f"{name} must be at least {low}, got {value}")
     if args.size % 4 or not 16 <= args.size <= 128:
-        parser.error(f"--size must be a multiple of 4 in [16, 128] (the fixture's 32 x 32 token table), got {args.size}")
+        parser.error(f"--size must be a multiple of 4 in [16, 128] (the fixture's 32 x 32 token table), "
+                     f"got {args.size}")
     torch.set_num_threads(args.threads)
     import_comfy()
     import comfy.utils
@@ -263,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
     draw_strip(strips, strip_png, [r["case"] for r in next(iter(results.values())) if r["family"] != "tome-schedule"])
     data = {"setup": {"title": title, "steps": args.steps, "seeds": args.seeds, "size_px": args.size, "cfg": CFG,
                       "sampler": SAMPLER, "scheduler": SCHEDULER, "tokens": grid, "threads": args.threads,
-                      "fixture": str(args.fixture.relative_to(REPO)) if args.fixture.is_relative_to(REPO) else str(args.fixture),
+                      "fixture": str(args.fixture.relative_to(REPO) if args.fixture.is_relative_to(REPO)
+                                     else args.fixture),
                       "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                       "seconds": round(seconds, 1)},
             "results": results}

@@ -133,7 +133,8 @@ def block_part(pack, base, name: str, res: int, batch: int, ratio: float, repeat
     ctx, pooled = ctx.to(device), pooled.to(device)
     sigma = torch.full((batch,), 0.5, device=device)
     shape = ops.MMDiTShape(name, depth, diffusion.hidden_size,
-                           dual_attention_blocks=tuple(i for i, b in enumerate(diffusion.joint_blocks) if b.x_block.x_block_self_attn))
+                           dual_attention_blocks=tuple(i for i, b in enumerate(diffusion.joint_blocks)
+                                                       if b.x_block.x_block_self_attn))
     rows = []
     for phase, switch in (("structure", 1.0), ("detail", 0.5)):
         config = ops.SDTMConfig(ratio=ratio, deviation=0.0, switch=switch, protect_every=0, use_cache=False)
@@ -268,10 +269,14 @@ def main(argv=None) -> int:
     pack = load_pack()
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
     import comfyui_version
-    meta = {"device": str(device), "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
-            "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__, "comfyui": comfyui_version.__version__,
+    device_name = (torch.cuda.get_device_name() if device.type == "cuda"
+                   else platform.processor() or platform.machine())
+    meta = {"device": str(device), "device_name": device_name,
+            "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
+            "comfyui": comfyui_version.__version__,
             "attention": getattr(mmdit.optimized_attention, "__name__", str(mmdit.optimized_attention)),
-            "threads": torch.get_num_threads(), "command": "python -m benchmarks.bench_speed " + " ".join(argv or os.sys.argv[1:]),
+            "threads": torch.get_num_threads(),
+            "command": "python -m benchmarks.bench_speed " + " ".join(argv or os.sys.argv[1:]),
             "date": time.strftime("%Y-%m-%d")}
     print(f"# {meta}")
     rows = []

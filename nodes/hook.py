@@ -29,15 +29,31 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
-
 import comfy.patcher_extension
+import torch
 from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
 
-from ..sdtm_ops import (BlockMerge, MMDiTShape, Phase, RunState, SDTMConfig, StepPlan, blend_with_cache,
-                        block_flops, block_is_merged, block_merge, cached_share, detail_partition, layout_key,
-                        merge_tokens, percent_of_sigma, steps_before, tome_partition, unmerge_tokens,
-                        window_partition)
+from ..sdtm_ops import (
+    BlockMerge,
+    MMDiTShape,
+    Phase,
+    RunState,
+    SDTMConfig,
+    StepPlan,
+    blend_with_cache,
+    block_flops,
+    block_is_merged,
+    block_merge,
+    cached_share,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    percent_of_sigma,
+    steps_before,
+    tome_partition,
+    unmerge_tokens,
+    window_partition,
+)
 
 log = logging.getLogger("SDTM")
 
@@ -253,7 +269,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = original_options
         summary = run.stats.summary()
         report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
-                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed, "sampler_corrector": run.corrector_sampler,
+                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed,
+                  "sampler_corrector": run.corrector_sampler,
                   "latent_shape": list(output.shape) if isinstance(output, torch.Tensor) else None,
                   "summary": summary, **run.stats.as_dict()}
         maps = {"grid": run.map_grid, "groups": run.merge_maps()}

@@ -86,7 +86,8 @@ def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
         patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
         merged = photo_codec.decode(bench.sample(patched, seed, positive, negative, bench.STEPS, latent_hw))
         report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
-        expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), (latent_hw[0] // 2, latent_hw[1] // 2),
+        tokens = (latent_hw[0] // 2, latent_hw[1] // 2)
+        expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), tokens,
                                           pack.presets.preset_config(preset), bench.STEPS,
                                           progress=report["progress"]).speedup
         assert report["flop_speedup"] == pytest.approx(expected), "the preset did not merge as its schedule says"

@@ -2,12 +2,21 @@
 fewer-launch partitions and merges with the implementation they replaced (tests/frozen_sdtm)."""
 import pytest
 import torch
-
-from benchmarks.bench_host import block_launches
 from frozen_sdtm import merge as old_merge
 from frozen_sdtm import partition as old_partition
-from sdtm_ops import (RunState, SDTMConfig, blend_with_cache, detail_partition, layout_key, merge_tokens,
-                      unmerge_tokens, window_grid, window_partition)
+
+from benchmarks.bench_host import block_launches
+from sdtm_ops import (
+    RunState,
+    SDTMConfig,
+    blend_with_cache,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    unmerge_tokens,
+    window_grid,
+    window_partition,
+)
 from tools.comfy_env import import_comfy, load_pack
 from tools.tiny_sd3 import tiny_model
 
