@@ -64,32 +64,42 @@ def fixture_shape(pack, model, clip):
                                text_tokens=text_tokens)
 
 
-def flop_speedup(pack, config, shape, grid: tuple[int, int], steps: int) -> float:
-    return pack.ops.schedule_cost(shape, grid, config, steps).speedup
+def run_progress(pack, model, steps: int) -> list[float]:
+    """Each step's progress on the model's sigma scale in a KSampler run of SCHEDULER (what the run uses)."""
+    import comfy.samplers
+    model_sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, SCHEDULER, steps).tolist()
+    return pack.hook.sigma_progress(model_sampling, sigmas)[:-1]
 
 
-def matched_tome(pack, target: float, shape, grid, steps: int, deviation_per_ratio: float, protect_every: int):
+def flop_speedup(pack, config, shape, grid: tuple[int, int], progress: list[float]) -> float:
+    return pack.ops.schedule_cost(shape, grid, config, len(progress), progress=progress).speedup
+
+
+def matched_tome(pack, target: float, shape, grid, progress: list[float], deviation_per_ratio: float,
+                 protect_every: int):
     """The ToMe config of the ratio grid whose FLOP-model speedup is closest to ``target``."""
     best = None
     for ratio in RATIO_GRID:
         config = pack.ops.SDTMConfig(method="tome", ratio=ratio, deviation=min(1.0, deviation_per_ratio * ratio),
                                      protect_every=protect_every, use_cache=False)
-        gap = abs(flop_speedup(pack, config, shape, grid, steps) - target)
+        gap = abs(flop_speedup(pack, config, shape, grid, progress) - target)
         if best is None or gap < best[0] - 1e-12:
             best = (gap, config)
     return best[1]
 
 
-def build_cases(pack, shape, grid, steps: int) -> list[Case]:
+def build_cases(pack, shape, grid, progress: list[float]) -> list[Case]:
+    """Each preset and plain ToMe at equal FLOP-model speedup, on the runs' own progress per step."""
     cases = []
     for name in pack.presets.PRESETS:
         config = pack.presets.preset_config(name)
-        target = flop_speedup(pack, config, shape, grid, steps)
+        target = flop_speedup(pack, config, shape, grid, progress)
         cases.append(Case(f"SDTM {name}", "sdtm", name, {"preset": name}, target))
-        plain = matched_tome(pack, target, shape, grid, steps, 0.0, 0)
+        plain = matched_tome(pack, target, shape, grid, progress, 0.0, 0)
         cases.append(Case(f"ToMe plain r={plain.ratio:.3f}", "tome-plain", name, advanced_inputs(pack, plain), target))
         spread = config.deviation / config.ratio if config.ratio else 0.0
-        shaped = matched_tome(pack, target, shape, grid, steps, spread, config.protect_every)
+        shaped = matched_tome(pack, target, shape, grid, progress, spread, config.protect_every)
         cases.append(Case(f"ToMe on {name}'s schedule r={shaped.ratio:.3f}", "tome-schedule", name,
                           advanced_inputs(pack, shaped), target))
     return cases
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     results, strips = {}, {}
     for model_name, model in models.items():
-        cases = build_cases(pack, shape, grid, args.steps)
+        cases = build_cases(pack, shape, grid, run_progress(pack, model, args.steps))
         strips[model_name] = measure(pack, model, cases, args.seeds, args.steps, latent_hw, clip)
         results[model_name] = summary_rows(cases)
     seconds = time.perf_counter() - started

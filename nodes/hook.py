@@ -233,11 +233,16 @@ def _bound_arguments(fn, args, kwargs) -> dict:
     return bound.arguments
 
 
+def sigma_progress(model_sampling, schedule: list[float]) -> list[float]:
+    """Progress in [0, 1] of each sigma of ``schedule`` on the model's sigma scale (``model_sampling``:
+    the host's model_sampling object), as ComfyUI's own start/end percents are read."""
+    return [percent_of_sigma(float(sigma), model_sampling.percent_to_sigma) for sigma in schedule]
+
+
 def _place_run(info: PatchInfo, guider, schedule: list[float]) -> tuple[list[float], int]:
     """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
     SDTM changes it) and the index of its first step in the whole schedule."""
-    model_sampling = guider.model_patcher.get_model_object("model_sampling")
-    progress = [percent_of_sigma(sigma, model_sampling.percent_to_sigma) for sigma in schedule]
+    progress = sigma_progress(guider.model_patcher.get_model_object("model_sampling"), schedule)
     first_step = info.run_ends.get(schedule[0])
     if first_step is None:
         first_step = steps_before(progress)
