@@ -92,16 +92,17 @@ class BlockProbe:
         replaced = self.model.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
         depth = len(self.model.get_model_object("diffusion_model").joint_blocks)
         self.seconds: dict[int, list[float]] = {i: [] for i in range(depth)}
-        for i in range(depth):
-            self.model.set_model_patch_replace(self._marker(i, replaced.get(("double_block", i))), "dit",
-                                               "double_block", i)
         diffusion = self.model.model.diffusion_model
         dev, dtype = next(diffusion.parameters()).device, next(diffusion.parameters()).dtype
         g = torch.Generator().manual_seed(seed)
+        # the inputs first: the block markers choose their clock by the inputs' device
         self.x = torch.randn(batch, 16, *latent_hw, generator=g).to(dev, dtype)
         self.ctx = torch.randn(batch, 154, diffusion.context_embedder.in_features, generator=g).to(dev, dtype)
         self.pooled = torch.randn(batch, 2048, generator=g).to(dev, dtype)
         self.batch, self.run = batch, None
+        for i in range(depth):
+            self.model.set_model_patch_replace(self._marker(i, replaced.get(("double_block", i))), "dit",
+                                               "double_block", i)
 
     def _marker(self, index: int, inner):
         # On the CPU the clock is this thread's CPU time (one torch thread): time the process spends
