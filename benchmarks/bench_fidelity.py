@@ -64,32 +64,42 @@ def fixture_shape(pack, model, clip):
                                text_tokens=text_tokens)
 
 
-def flop_speedup(pack, config, shape, grid: tuple[int, int], steps: int) -> float:
-    return pack.ops.schedule_cost(shape, grid, config, steps).speedup
+def run_progress(pack, model, steps: int) -> list[float]:
+    """Each step's progress on the model's sigma scale in a KSampler run of SCHEDULER (what the run uses)."""
+    import comfy.samplers
+    model_sampling = model.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(model_sampling, SCHEDULER, steps).tolist()
+    return pack.hook.sigma_progress(model_sampling, sigmas)[:-1]
 
 
-def matched_tome(pack, target: float, shape, grid, steps: int, deviation_per_ratio: float, protect_every: int):
+def flop_speedup(pack, config, shape, grid: tuple[int, int], progress: list[float]) -> float:
+    return pack.ops.schedule_cost(shape, grid, config, len(progress), progress=progress).speedup
+
+
+def matched_tome(pack, target: float, shape, grid, progress: list[float], deviation_per_ratio: float,
+                 protect_every: int):
     """The ToMe config of the ratio grid whose FLOP-model speedup is closest to ``target``."""
     best = None
     for ratio in RATIO_GRID:
         config = pack.ops.SDTMConfig(method="tome", ratio=ratio, deviation=min(1.0, deviation_per_ratio * ratio),
                                      protect_every=protect_every, use_cache=False)
-        gap = abs(flop_speedup(pack, config, shape, grid, steps) - target)
+        gap = abs(flop_speedup(pack, config, shape, grid, progress) - target)
         if best is None or gap < best[0] - 1e-12:
             best = (gap, config)
     return best[1]
 
 
-def build_cases(pack, shape, grid, steps: int) -> list[Case]:
+def build_cases(pack, shape, grid, progress: list[float]) -> list[Case]:
+    """Each preset and plain ToMe at equal FLOP-model speedup, on the runs' own progress per step."""
     cases = []
     for name in pack.presets.PRESETS:
         config = pack.presets.preset_config(name)
-        target = flop_speedup(pack, config, shape, grid, steps)
+        target = flop_speedup(pack, config, shape, grid, progress)
         cases.append(Case(f"SDTM {name}", "sdtm", name, {"preset": name}, target))
-        plain = matched_tome(pack, target, shape, grid, steps, 0.0, 0)
+        plain = matched_tome(pack, target, shape, grid, progress, 0.0, 0)
         cases.append(Case(f"ToMe plain r={plain.ratio:.3f}", "tome-plain", name, advanced_inputs(pack, plain), target))
-        shaped = matched_tome(pack, target, shape, grid, steps,
-                              config.deviation / config.ratio if config.ratio else 0.0, config.protect_every)
+        spread = config.deviation / config.ratio if config.ratio else 0.0
+        shaped = matched_tome(pack, target, shape, grid, progress, spread, config.protect_every)
         cases.append(Case(f"ToMe on {name}'s schedule r={shaped.ratio:.3f}", "tome-schedule", name,
                           advanced_inputs(pack, shaped), target))
     return cases
@@ -166,8 +176,8 @@ def draw_chart(results: dict[str, list[dict]], png: Path, title: str) -> None:
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 4.2 * len(results)), dpi=100, squeeze=False)
     for row, (model_name, rows) in enumerate(results.items()):
-        for col, (metric, label) in enumerate((("psnr_mean", "PSNR vs unmerged (dB)"),
-                                                ("ssim_mean", "SSIM vs unmerged"))):
+        metrics = (("psnr_mean", "PSNR vs unmerged (dB)"), ("ssim_mean", "SSIM vs unmerged"))
+        for col, (metric, label) in enumerate(metrics):
             ax = axes[row][col]
             for family, (marker, color, legend) in MARKERS.items():
                 pts = [r for r in rows if r["family"] == family]
@@ -241,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     results, strips = {}, {}
     for model_name, model in models.items():
-        cases = build_cases(pack, shape, grid, args.steps)
+        cases = build_cases(pack, shape, grid, run_progress(pack, model, args.steps))
         strips[model_name] = measure(pack, model, cases, args.seeds, args.steps, latent_hw, clip)
         results[model_name] = summary_rows(cases)
     seconds = time.perf_counter() - started
@@ -260,8 +270,8 @@ def main(argv: list[str] | None = None) -> dict:
     draw_strip(strips, strip_png, [r["case"] for r in next(iter(results.values())) if r["family"] != "tome-schedule"])
     data = {"setup": {"title": title, "steps": args.steps, "seeds": args.seeds, "size_px": args.size, "cfg": CFG,
                       "sampler": SAMPLER, "scheduler": SCHEDULER, "tokens": grid, "threads": args.threads,
-                      "fixture": (str(args.fixture.relative_to(REPO)) if args.fixture.is_relative_to(REPO)
-                                  else str(args.fixture)),
+                      "fixture": str(args.fixture.relative_to(REPO) if args.fixture.is_relative_to(REPO)
+                                     else args.fixture),
                       "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                       "seconds": round(seconds, 1)},
             "results": results}

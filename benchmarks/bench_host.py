@@ -8,9 +8,10 @@ op dispatched inside each joint block is counted (``LaunchCounter``): ops that l
 not views, not allocations, not ops that hand back one of their inputs untouched. Host syncs
 (``.item()`` and friends) inside a block are counted apart and must be 0.
 
-Host time (CPU: the thread's CPU time, one torch thread): the same blocks on a **narrow** model (width 64, one head: the family's structure, qk-norm
-and dual attention, with the arithmetic taken out) on a small token grid; the op sequence does not
-depend on the token count (the script checks that the counts at ``--grid`` and ``--time-grid`` agree).
+Host time (CPU: the thread's CPU time, one torch thread): the same blocks on a **narrow** model (width 64, one
+head: the family's structure, qk-norm and dual attention, with the arithmetic taken out) on a small token grid; the
+op sequence does not depend on the token count (the script checks that the counts at ``--grid`` and
+``--time-grid`` agree).
 GPU time: the block's FLOPs (``sdtm_ops.block_flops``) at the target grid, at the achieved rates of
 ``GPU_RATES``. Break-even: the achieved FLOP rate above which the host time of the merged block exceeds
 its GPU time (the block becomes host-bound).
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import time
 from collections import Counter
 
@@ -94,14 +94,15 @@ class BlockProbe:
         diffusion = self.model.get_model_object("diffusion_model")
         dev, dtype = next(diffusion.parameters()).device, next(diffusion.parameters()).dtype
         g = torch.Generator().manual_seed(seed)
+        # the inputs first: the block markers choose their clock by the inputs' device
         self.x = torch.randn(batch, 16, *latent_hw, generator=g).to(dev, dtype)
         self.ctx = torch.randn(batch, 154, diffusion.context_embedder.in_features, generator=g).to(dev, dtype)
         self.pooled = torch.randn(batch, 2048, generator=g).to(dev, dtype)
         self.seconds: dict[int, list[float]] = {i: [] for i in range(depth)}
+        self.batch, self.run = batch, None
         for i in range(depth):
             self.model.set_model_patch_replace(self._marker(i, replaced.get(("double_block", i))), "dit",
                                                "double_block", i)
-        self.batch, self.run = batch, None
 
     def _marker(self, index: int, inner):
         # On the CPU the clock is this thread's CPU time (one torch thread): time the process spends
@@ -276,8 +277,8 @@ def main(argv=None) -> int:
                     print(f"  host syncs in the merged block: {dict(syncs)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__, "machine": platform.processor() or
-                       platform.machine(), "threads": torch.get_num_threads(),
+            json.dump({"device": str(device), "dtype": args.dtype, "torch": torch.__version__,
+                       "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                        "time_grid": args.time_grid, "repeat": args.repeat,
                        "gpu_rates_tflops": {k: v / 1e12 for k, v in GPU_RATES.items()}, "results": rows}, f, indent=1)
     return 0

@@ -18,8 +18,18 @@ import time
 
 import torch
 
-from sdtm_ops import (RunState, SDTMConfig, blend_with_cache, detail_merge_count, detail_partition, layout_key,
-                      merge_tokens, structure_merge_count, unmerge_tokens, window_partition)
+from sdtm_ops import (
+    RunState,
+    SDTMConfig,
+    blend_with_cache,
+    detail_merge_count,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    structure_merge_count,
+    unmerge_tokens,
+    window_partition,
+)
 
 
 def _sync(device: torch.device) -> None:

@@ -259,9 +259,9 @@ def main(argv=None) -> int:
     pack = load_pack()
     import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
     import comfyui_version
-    meta = {"device": str(device),
-            "device_name": (torch.cuda.get_device_name() if device.type == "cuda"
-                            else platform.processor() or platform.machine()),
+    device_name = (torch.cuda.get_device_name() if device.type == "cuda"
+                   else platform.processor() or platform.machine())
+    meta = {"device": str(device), "device_name": device_name,
             "dtype": str(dtype).replace("torch.", ""), "torch": torch.__version__,
             "comfyui": comfyui_version.__version__,
             "attention": getattr(mmdit.optimized_attention, "__name__", str(mmdit.optimized_attention)),

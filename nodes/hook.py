@@ -29,15 +29,31 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import torch
-
 import comfy.patcher_extension
+import torch
 from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
 
-from ..sdtm_ops import (BlockMerge, MMDiTShape, Phase, RunState, SDTMConfig, StepPlan, blend_with_cache,
-                        block_flops, block_is_merged, block_merge, cached_share, detail_partition, layout_key,
-                        merge_tokens, percent_of_sigma, steps_before, tome_partition, unmerge_tokens,
-                        window_partition)
+from ..sdtm_ops import (
+    BlockMerge,
+    MMDiTShape,
+    Phase,
+    RunState,
+    SDTMConfig,
+    StepPlan,
+    blend_with_cache,
+    block_flops,
+    block_is_merged,
+    block_merge,
+    cached_share,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    percent_of_sigma,
+    steps_before,
+    tome_partition,
+    unmerge_tokens,
+    window_partition,
+)
 
 log = logging.getLogger("SDTM")
 
@@ -217,11 +233,16 @@ def _bound_arguments(fn, args, kwargs) -> dict:
     return bound.arguments
 
 
+def sigma_progress(model_sampling, schedule: list[float]) -> list[float]:
+    """Progress in [0, 1] of each sigma of ``schedule`` on the model's sigma scale (``model_sampling``:
+    the host's model_sampling object), as ComfyUI's own start/end percents are read."""
+    return [percent_of_sigma(float(sigma), model_sampling.percent_to_sigma) for sigma in schedule]
+
+
 def _place_run(info: PatchInfo, guider, schedule: list[float]) -> tuple[list[float], int]:
     """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
     SDTM changes it) and the index of its first step in the whole schedule."""
-    model_sampling = guider.model_patcher.get_model_object("model_sampling")
-    progress = [percent_of_sigma(sigma, model_sampling.percent_to_sigma) for sigma in schedule]
+    progress = sigma_progress(guider.model_patcher.get_model_object("model_sampling"), schedule)
     first_step = info.run_ends.get(schedule[0])
     if first_step is None:
         first_step = steps_before(progress)
@@ -253,7 +274,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         guider.model_options = original_options
         summary = run.stats.summary()
         report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
-                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed, "sampler_corrector": run.corrector_sampler,
+                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed,
+                  "sampler_corrector": run.corrector_sampler,
                   "latent_shape": list(output.shape) if isinstance(output, torch.Tensor) else None,
                   "summary": summary, **run.stats.as_dict()}
         maps = {"grid": run.map_grid, "groups": run.merge_maps()}

@@ -12,9 +12,8 @@ import logging
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
-
 from comfy_api.latest import io
+from PIL import Image, ImageDraw, ImageFont
 
 from .hook import KEY, run_of_latent
 
@@ -193,8 +192,8 @@ class SDTMMergeMap(io.ComfyNode):
             node_id="SDTM_MergeMap",
             display_name="SDTM Merge Map",
             category="model/patch/sdtm",
-            description="Shows which image tokens the sampling run of the given LATENT merged: per chosen step, every merged "
-                        "group tinted in its own colour over the image, and a per-step chart of the image "
+            description="Shows which image tokens the sampling run of the given LATENT merged: per chosen step, "
+                        "every merged group tinted in its own colour over the image, and a per-step chart of the image "
                         "tokens the attention and the MLP saw.",
             is_output_node=True,
             inputs=[

@@ -2,13 +2,32 @@
 
 Nothing in this package imports ComfyUI: other front ends can use it as it is.
 """
-from .config import METHODS, MERGE_MODES, SDTMConfig
+from .config import MERGE_MODES, METHODS, SDTMConfig
 from .cost import MODEL_SHAPES, MMDiTShape, ScheduleCost, StepCost, block_flops, schedule_cost, token_grid
 from .merge import blend_with_cache, cached_share, merge_tokens, unmerge_tokens
-from .partition import (Partition, WindowGrid, detail_merge_count, detail_partition, structure_merge_count,
-                        tome_partition, window_grid, window_partition)
-from .schedule import (BlockMerge, Phase, StepPlan, block_is_merged, block_merge, percent_of_sigma, progress_at,
-                       ratio_at, reference_config, step_plan, steps_before)
+from .partition import (
+    Partition,
+    WindowGrid,
+    detail_merge_count,
+    detail_partition,
+    structure_merge_count,
+    tome_partition,
+    window_grid,
+    window_partition,
+)
+from .schedule import (
+    BlockMerge,
+    Phase,
+    StepPlan,
+    block_is_merged,
+    block_merge,
+    percent_of_sigma,
+    progress_at,
+    ratio_at,
+    reference_config,
+    step_plan,
+    steps_before,
+)
 from .state import RunState, RunStats, StepStats, layout_key
 
 __all__ = [

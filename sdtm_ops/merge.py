@@ -66,7 +66,8 @@ def unmerge_tokens(y: torch.Tensor, part: Partition | None) -> torch.Tensor:
         return y
     B, G, C = y.shape
     if (B, G) != (part.batch, part.num_groups):
-        raise ValueError(f"merged tokens {tuple(y.shape)} do not match the partition's [B, G] = {(part.batch, part.num_groups)}")
+        raise ValueError(f"merged tokens {tuple(y.shape)} do not match the partition's [B, G] = "
+                         f"{(part.batch, part.num_groups)}")
     return y.reshape(B * G, C).index_select(0, part.rows.view(-1)).view(B, part.num_tokens, C)
 
 

@@ -189,7 +189,8 @@ def _window_dst(grid: WindowGrid, batch: int, priority: torch.Tensor | None,
     """
     if generator is not None and generator.device.type != torch.device(device).type:
         raise ValueError(f"generator is on {generator.device}, tensors are on {device}")
-    key = torch.empty(batch, grid.rows, grid.cols, grid.k, grid.k, device=device).uniform_(0.0, 0.5, generator=generator)
+    key = torch.empty(batch, grid.rows, grid.cols, grid.k, grid.k, device=device).uniform_(0.0, 0.5,
+                                                                                           generator=generator)
     if priority is not None:
         key.add_(_window_view(priority, grid).transpose(2, 3))  # [B, rows, cols, k, k], a strided view
     return key.view(batch, grid.num_windows, grid.window_size).argmax(dim=-1)
@@ -270,7 +271,8 @@ def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
     dst = unit.view(B, nW, K, C)[:, :, 0]
     # dst are not src: a -inf bias on their rows sorts them last, in window order
     not_src = grid.const(("not_src", unit.dtype), lambda: torch.zeros(nW, K, 1, dtype=unit.dtype, device=dev)
-                         .index_fill_(1, torch.zeros(1, dtype=torch.long, device=dev), float("-inf")).view(1, nW * K, 1))
+                         .index_fill_(1, torch.zeros(1, dtype=torch.long, device=dev), float("-inf"))
+                         .view(1, nW * K, 1))
     best, best_dst = torch.baddbmm(not_src, unit, dst.transpose(1, 2)).max(dim=-1)  # [B, nW*K]
     order = best.argsort(dim=1, descending=True, stable=True)
     sorted_tok = tok.gather(1, order)  # [merged src ; kept src ; dst]

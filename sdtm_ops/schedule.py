@@ -16,8 +16,8 @@ from enum import Enum
 from .config import SDTMConfig
 from .partition import detail_merge_count, structure_merge_count
 
-__all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "percent_of_sigma", "steps_before", "step_plan",
-           "block_is_merged", "block_merge", "reference_config"]
+__all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "percent_of_sigma", "steps_before",
+           "step_plan", "block_is_merged", "block_merge", "reference_config"]
 
 
 class Phase(str, Enum):

@@ -15,16 +15,19 @@ def tiny_sd3_controlnet(depth: int = 3, blocks: int = 2, seed: int = 3):
     import comfy.controlnet
     import comfy.latent_formats
     import comfy.ops
+
     from harness.tiny_sd3 import CONTEXT_DIM, POOLED_DIM, POS_EMBED_MAX
     control = comfy.cldm.mmdit.ControlNet(
         num_blocks=blocks, control_latent_channels=16, operations=comfy.ops.disable_weight_init, device="cpu",
         dtype=torch.float32, in_channels=16, out_channels=16, patch_size=2, depth=depth, input_size=None,
         adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX, num_patches=POS_EMBED_MAX ** 2,
-        context_embedder_config={"target": "torch.nn.Linear", "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}})
+        context_embedder_config={"target": "torch.nn.Linear",
+                                 "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}})
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in control.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5 if p.dim() > 1 else 0.02 * torch.randn(p.shape, generator=g))
+            p.copy_(torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5 if p.dim() > 1
+                    else 0.02 * torch.randn(p.shape, generator=g))
         for b in control.buffers():
             b.copy_(0.5 * torch.randn(b.shape, generator=g))
     latent_format = comfy.latent_formats.SD3()
@@ -49,12 +52,15 @@ def test_controlnet_residuals_still_apply(tmp_path):
     vae = nodes.VAELoader().load_vae("taesd3")[0]
     pos, neg = conditioning(1, seed=11), conditioning(1, seed=12)
     hint = torch.rand(1, 256, 256, 3, generator=torch.Generator().manual_seed(0))
-    cpos, cneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, tiny_sd3_controlnet(), hint, 1.0, 0.0, 1.0, vae=vae)
+    cpos, cneg = nodes.ControlNetApplyAdvanced().apply_controlnet(pos, neg, tiny_sd3_controlnet(), hint, 1.0, 0.0, 1.0,
+                                                                  vae=vae)
 
     def run(m, p, n):
         return sample(m, (32, 32), steps=6, positive=p, negative=n)
 
-    off, fast = pack.apply.execute(model, "fast", 0.0, 0.0, 1.0, -1.0).args[0], pack.apply.execute(model, "fast", -1.0, 0.0, 1.0, -1.0).args[0]  # kept alive (see above)
+    # kept alive (see above)
+    off = pack.apply.execute(model, "fast", 0.0, 0.0, 1.0, -1.0).args[0]
+    fast = pack.apply.execute(model, "fast", -1.0, 0.0, 1.0, -1.0).args[0]
     base, base_cn = run(model, pos, neg), run(model, cpos, cneg)
     assert torch.equal(run(off, cpos, cneg), base_cn)
     merged, merged_cn = run(fast, pos, neg), run(fast, cpos, cneg)

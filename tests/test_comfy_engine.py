@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from sdtm_ops.config import SDTMConfig
-from sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE
 from harness.comfy_env import import_comfy, load_pack, prompt_executor, register_model_dir
 from harness.tiny_sd3 import write_tiny_bundle
+from sdtm_ops.config import SDTMConfig
+from sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE
 
 
 @pytest.fixture(scope="module")

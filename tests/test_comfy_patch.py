@@ -269,9 +269,12 @@ def test_summary_reports_what_ran(pack, models, caplog):
         sample(patched, latent_hw=(48, 48), steps=10)
     report = patched.model_options["transformer_options"]["sdtm"].last_report
     phases = report["phases"]
+    # progress on the sigma scale: step s of 10 (sgm_uniform) is at s/10, so switch 0.41 ends the
+    # structure phase after step 4 (on the old s/(S-1) scale, after step 3)
+    assert report["progress"] == pytest.approx([s / 10 for s in range(10)], abs=5e-3)
     assert phases["full"]["steps"] == [0, 3, 6, 9]
-    assert phases["structure"]["steps"] == [1, 2]
-    assert phases["detail"]["steps"] == [4, 5, 7, 8]
+    assert phases["structure"]["steps"] == [1, 2, 4]
+    assert phases["detail"]["steps"] == [5, 7, 8]
     assert phases["detail"]["attn_tokens"] == phases["detail"]["tokens"]
     assert phases["structure"]["attn_tokens"] < phases["structure"]["tokens"]
     assert report["flop_speedup"] > 1.0 and report["wall_seconds"] > 0

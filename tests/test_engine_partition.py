@@ -5,8 +5,17 @@ import pytest
 import torch
 
 import naive_sdtm as naive
-from sdtm_ops import (blend_with_cache, detail_merge_count, detail_partition, merge_tokens, structure_merge_count,
-                      tome_partition, unmerge_tokens, window_grid, window_partition)
+from sdtm_ops import (
+    blend_with_cache,
+    detail_merge_count,
+    detail_partition,
+    merge_tokens,
+    structure_merge_count,
+    tome_partition,
+    unmerge_tokens,
+    window_grid,
+    window_partition,
+)
 
 GRIDS = [(64, 64), (48, 80), (33, 47), (1, 1), (2, 2)]
 BATCHES = [1, 3, 8]

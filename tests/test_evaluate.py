@@ -33,9 +33,10 @@ def run_cli(*args: str, torchrun: int = 0, timeout: int = 300, env: dict | None 
     """The CLI in a new process (torchrun > 0: that many processes). Every process gets one CPU thread,
     as torchrun gives each of its workers: on a CPU the thread count changes how torch splits its
     sums, hence the last bits of the images, so one thread everywhere makes the files comparable."""
-    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [])
-    return subprocess.run([*launcher, "-m", "commands.evaluate", *args], check=False, cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    distributed = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else []
+    return subprocess.run([sys.executable, *distributed, "-m", "commands.evaluate", *args], check=False, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
 def sha256(path: Path) -> str:
@@ -188,7 +189,8 @@ def test_partiprompts_tsv_and_string_ids(tmp_path):
 def _bad_inputs(tmp: Path) -> dict:
     (tmp / "not-json.json").write_text("[{\"image_id\": 1, \"caption\": ")
     (tmp / "no-caption.json").write_text(json.dumps([{"image_id": 1, "caption": "a"}, {"image_id": 2}]))
-    (tmp / "duplicate.json").write_text(json.dumps([{"image_id": 5, "caption": "a"}, {"image_id": "5", "caption": "b"}]))
+    (tmp / "duplicate.json").write_text(json.dumps([{"image_id": 5, "caption": "a"},
+                                                    {"image_id": "5", "caption": "b"}]))
     (tmp / "bad-id.json").write_text(json.dumps([{"image_id": "../x", "caption": "a"}]))
     (tmp / "a-file").write_text("")
     return {  # name: (arguments replacing the good ones, text the error line must contain)
@@ -266,7 +268,8 @@ def test_the_cli_offers_every_knob(setup):
 
 def test_compare_checks_images_and_settings_before_any_metric_work(unmerged, merged, tmp_path):
     import shutil
-    for number, (name, content) in enumerate(((evaluate.SETTINGS_FILE, "{not json"), ("000000000139.jpg", "not an image"))):
+    corrupt = ((evaluate.SETTINGS_FILE, "{not json"), ("000000000139.jpg", "not an image"))
+    for number, (name, content) in enumerate(corrupt):
         folder = tmp_path / f"a{number}"
         shutil.copytree(merged["dir"], folder)
         (folder / name).write_text(content)
@@ -425,7 +428,8 @@ def test_compare_with_fid_and_clip_score(setup, unmerged, merged, tmp_path):
     assert clip_score["images"] == len(CAPTIONS)
     for key, folder in (("a", merged["dir"]), ("b", unmerged["dir"])):
         names = sorted(short)
-        expected = _independent_clip_score(clip_folder, [folder / f"{i:012d}.jpg" for i in names], [short[i] for i in names])
+        expected = _independent_clip_score(clip_folder, [folder / f"{i:012d}.jpg" for i in names],
+                                           [short[i] for i in names])
         assert expected > 0
         assert clip_score[key] == pytest.approx(expected, rel=1e-4)
     assert f"A {fid['a']:.3f}" in result.stdout and f"A {clip_score['a']:.3f}" in result.stdout

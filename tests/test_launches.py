@@ -2,14 +2,23 @@
 fewer-launch partitions and merges with the implementation they replaced (tests/frozen_sdtm)."""
 import pytest
 import torch
-
-from benchmarks.bench_host import block_launches
 from frozen_sdtm import merge as old_merge
 from frozen_sdtm import partition as old_partition
-from sdtm_ops import (RunState, SDTMConfig, blend_with_cache, detail_partition, layout_key, merge_tokens,
-                      unmerge_tokens, window_grid, window_partition)
+
+from benchmarks.bench_host import block_launches
 from harness.comfy_env import import_comfy, load_pack
 from harness.tiny_sd3 import tiny_model
+from sdtm_ops import (
+    RunState,
+    SDTMConfig,
+    blend_with_cache,
+    detail_partition,
+    layout_key,
+    merge_tokens,
+    unmerge_tokens,
+    window_grid,
+    window_partition,
+)
 
 # Most kernel-launching aten ops a merged block may add to the unpatched block (batch 2, ratio 0.5,
 # the balanced preset's cache blending on or the fast preset's off): the issue's budget, 25. Commit

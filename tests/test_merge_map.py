@@ -65,7 +65,8 @@ def test_merge_map_tints_exactly_the_merged_tokens(run):
         flat = g.reshape(H, W).numpy()
         for gid in np.unique(flat[merged])[:10]:
             rr, cc = np.nonzero(flat == gid)
-            colours = {tuple(pixels[title + r * cell + cell // 2, i * panel_w + c * cell + cell // 2]) for r, c in zip(rr, cc)}
+            colours = {tuple(pixels[title + r * cell + cell // 2, i * panel_w + c * cell + cell // 2])
+                       for r, c in zip(rr, cc)}
             assert len(colours) == 1
 
 

@@ -1,7 +1,7 @@
 """The Comfy Registry archive (commands/registry_archive.py builds it as `comfy node publish` does): it holds
 what ComfyUI loads plus README, LICENSE, pyproject.toml, requirements.txt, the icon and the workflows,
-nothing of the tests, benchmarks, docs, tooling (commands, harness, photo fixture) or CI, fits in 1.5 MiB, and ComfyUI's own custom-node
-loader loads the pack from it under the Registry's folder name."""
+nothing of the tests, benchmarks, docs, tooling (commands, harness, photo fixture) or CI, fits in
+1.5 MiB, and ComfyUI's own custom-node loader loads the pack from it under the Registry's folder name."""
 import json
 import subprocess
 import sys

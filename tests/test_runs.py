@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from harness.comfy_env import import_comfy, load_pack
-from harness.tiny_sd3 import conditioning, sample, tiny_model
+from harness.tiny_sd3 import conditioning, tiny_model
 
 STEPS, HW = 8, (32, 48)  # 16 x 24 image tokens
 

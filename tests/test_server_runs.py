@@ -8,7 +8,6 @@ import pytest
 
 from commands import workflow_api as wa
 from harness.comfy_server import PromptError, with_stand_ins
-from server_fixtures import models, server  # noqa: F401  (pytest fixtures)
 
 
 def base_prompt(models, tag: str) -> dict:

@@ -65,7 +65,8 @@ def unmerge_tokens(y: torch.Tensor, part: Partition | None) -> torch.Tensor:
         return y
     B, G, C = y.shape
     if (B, G) != (part.batch, part.num_groups):
-        raise ValueError(f"merged tokens {tuple(y.shape)} do not match the partition's [B, G] = {(part.batch, part.num_groups)}")
+        raise ValueError(f"merged tokens {tuple(y.shape)} do not match the partition's [B, G] = "
+                         f"{(part.batch, part.num_groups)}")
     return y.gather(1, part.group.unsqueeze(-1).expand(B, part.num_tokens, C))
 
 

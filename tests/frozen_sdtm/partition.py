@@ -56,7 +56,8 @@ class WindowGrid:
 
     def ids(self, start: int, stop: int) -> torch.Tensor:
         """arange(start, stop) on the grid's device, shape [1, stop - start]."""
-        return self.const(("ids", start, stop), lambda: torch.arange(start, stop, device=self.members.device).unsqueeze(0))
+        return self.const(("ids", start, stop),
+                          lambda: torch.arange(start, stop, device=self.members.device).unsqueeze(0))
 
     @property
     def num_tokens(self) -> int:
