@@ -161,28 +161,10 @@ def phase_config(ops, phase: str, ratio: float, cache: bool):
                           protect_every=3 if cache else 0, use_cache=cache)
 
 
-def block_launches(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
-                   latent_hw: tuple[int, int], block: int) -> tuple[Counter, Counter]:
-    """(launch counts, sync counts) of one joint block in a merged model call (``phase`` None:
-    unpatched): the first call of step 2 of its run, after step 1 merged the same way (per-run
-    constants made), as in a sampling run with cond and uncond batched."""
-    if phase is None:
-        probe = BlockProbe(pack, base, batch, latent_hw)
-        probe.sigmas = SIGMAS
-    else:
-        config = phase_config(pack.ops, phase, ratio, cache)
-        probe = BlockProbe(pack, pack.hook.patch_model(base, config, label=f"host {phase}"), batch, latent_hw)
-        probe.start(config, SIGMAS)
-        probe.call(0)  # the protected step: stores the cache
-    probe.call(1)
-    probe.call(2, count=True)
-    return probe.counter.launches.get(block, Counter()), probe.counter.syncs.get(block, Counter())
-
-
-def host_seconds(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
-                 latent_hw: tuple[int, int], block: int, repeat: int) -> float:
-    """Least wall time of one joint block on the (narrow) model over ``repeat`` model calls (the least is
-    the host cost with the fewest interruptions from other processes)."""
+def started_probe(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
+                  latent_hw: tuple[int, int]) -> BlockProbe:
+    """A probe of the unpatched (``phase`` None) or merged model whose run has done steps 0 (the protected
+    step, which stores the cache) and 1, so that step 2 finds the per-run constants made."""
     if phase is None:
         probe = BlockProbe(pack, base, batch, latent_hw)
         probe.sigmas = SIGMAS
@@ -192,6 +174,24 @@ def host_seconds(pack, base, phase: str | None, ratio: float, cache: bool, batch
         probe.start(config, SIGMAS)
         probe.call(0)
     probe.call(1)
+    return probe
+
+
+def block_launches(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
+                   latent_hw: tuple[int, int], block: int) -> tuple[Counter, Counter]:
+    """(launch counts, sync counts) of one joint block in a merged model call (``phase`` None:
+    unpatched): the first call of step 2 of its run, after step 1 merged the same way (per-run
+    constants made), as in a sampling run with cond and uncond batched."""
+    probe = started_probe(pack, base, phase, ratio, cache, batch, latent_hw)
+    probe.call(2, count=True)
+    return probe.counter.launches.get(block, Counter()), probe.counter.syncs.get(block, Counter())
+
+
+def host_seconds(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,
+                 latent_hw: tuple[int, int], block: int, repeat: int) -> float:
+    """Least wall time of one joint block on the (narrow) model over ``repeat`` model calls (the least is
+    the host cost with the fewest interruptions from other processes)."""
+    probe = started_probe(pack, base, phase, ratio, cache, batch, latent_hw)
     out = []
     for _ in range(repeat):
         probe.call(2)
