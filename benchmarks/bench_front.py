@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, advanced_inputs, fixture_shape
+from benchmarks.front_report import analysis_table, draw_chart, front_lines, front_verdict, markdown_table
 from harness.comfy_env import REPO, import_comfy, load_pack
 from photo_fixture import photo_codec
 from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
@@ -41,7 +42,6 @@ FIXTURES = {"photo": photo_codec.FIXTURE, "deep": photo_codec.DEEP_FIXTURE}
 TARGET_MODELS = ("sd3-medium", "sd3.5-large")  # FLOP-model estimates at TARGET_RES
 TARGET_RES = 1024
 STEPS, SEEDS = 30, 8
-TARGET_SPEEDUP = 1.5  # issue 14: a pack setting not dominated by LazyCache at this estimated speedup or more
 LAZY_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # run until past 3x
 LAZY_STOP = 3.0
 GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned")
@@ -373,129 +373,6 @@ def run_lazy_sweep(run: Run, log, done: dict | None = None, thresholds=LAZY_THRE
         if row["speedup_sd3-medium"] > LAZY_STOP:
             break
     return rows
-
-
-# ------------------------------------------------------------------------------------------------
-# The front
-# ------------------------------------------------------------------------------------------------
-def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
-    """Piecewise-linear y(x) through points sorted by x; None outside their range."""
-    points = sorted(points)
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    if points and x == points[0][0]:
-        return points[0][1]
-    return None
-
-
-def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float = TARGET_SPEEDUP) -> list[dict]:
-    """Each pack setting at an estimated speedup >= ``at_least``: its PSNR minus LazyCache's at the same
-    estimated speedup (interpolated along the sweep), and LazyCache's speedup at the same PSNR."""
-    key = f"speedup_{model}"
-    lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache"]
-    by_psnr = [(r["psnr_mean"], r[key]) for r in rows if r["family"] == "lazycache"]
-    out = []
-    for r in rows:
-        if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
-            continue
-        lazy_psnr = interpolate(lazy, r[key])
-        lazy_speed = interpolate(by_psnr, r["psnr_mean"])
-        out.append({"name": r["name"], "family": r["family"], "speedup": r[key], "psnr": r["psnr_mean"],
-                    "lazycache_psnr_at_speedup": lazy_psnr,
-                    "margin_db": None if lazy_psnr is None else r["psnr_mean"] - lazy_psnr,
-                    "lazycache_speedup_at_psnr": lazy_speed,
-                    "dominated": None if lazy_psnr is None else r["psnr_mean"] <= lazy_psnr})
-    return sorted(out, key=lambda v: -(v["margin_db"] if v["margin_db"] is not None else -1e9))
-
-
-def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points no other point beats in both speed and PSNR, by speed."""
-    front, best = [], -math.inf
-    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if y > best:
-            front.append((x, y))
-            best = y
-    return sorted(front)
-
-
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| setting | calls run | MLP tokens | attention tokens | est. SD3-medium 1024 | est. SD3.5-large 1024 "
-             "| PSNR dB mean (min) | SSIM mean |", "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        psnr = "identical" if not math.isfinite(r["psnr_mean"]) else f"{r['psnr_mean']:.2f} ({r['psnr_min']:.2f})"
-        lines.append(f"| {r['name']} | {r['model_calls']}/{r['reference_model_calls']} | "
-                     f"{100 * r['mlp_tokens_vs_unpatched']:.0f}% | {100 * r['attn_tokens_vs_unpatched']:.0f}% | "
-                     f"{r['speedup_sd3-medium']:.2f}x | {r['speedup_sd3.5-large']:.2f}x | {psnr} | "
-                     f"{r['ssim_mean']:.3f} |")
-    return "\n".join(lines)
-
-
-def analysis_table(rows: list[dict]) -> str:
-    """Error per compute saved: mean MSE against unpatched (images in [0, 1]) per percent of SD3-medium
-    FLOPs saved, for the settings that merge only one phase, one third of the steps or one block."""
-    lines = ["| SDTM balanced, merging only on | est. SD3-medium | FLOPs saved | PSNR dB mean (min) | MSE x 1e4 "
-             "| MSE x 1e4 per % saved |", "|---|---|---|---|---|---|"]
-    for r in rows:
-        if r["family"] not in ("analysis", "sdtm-preset") or not math.isfinite(r["psnr_mean"]):
-            continue
-        saved = 100 * (1 - 1 / r["speedup_sd3-medium"])
-        lines.append(f"| {r['name']} | {r['speedup_sd3-medium']:.2f}x | {saved:.1f}% | {r['psnr_mean']:.2f} "
-                     f"({r['psnr_min']:.2f}) | {1e4 * r['mse_mean']:.1f} | {1e4 * r['mse_mean'] / saved:.2f} |")
-    return "\n".join(lines)
-
-
-def front_lines(verdict: list[dict]) -> list[str]:
-    out = []
-    for v in verdict:
-        lazy = "outside the sweep" if v["margin_db"] is None else (
-            f"LazyCache {v['lazycache_psnr_at_speedup']:.2f} dB there, margin {v['margin_db']:+.2f} dB")
-        out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
-    return out
-
-
-FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
-                "sdtm-preset": ("#d62728", "s", "SDTM presets"),
-                "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
-                "sdtm-tuned": ("#9467bd", "D", "SDTM light (searched)"),
-                "tome": ("#2ca02c", "^", "plain ToMe"),
-                "stack sdtm->lazy": ("#8c564b", "v", "SDTM -> LazyCache"),
-                "stack lazy->sdtm": ("#e377c2", "<", "LazyCache -> SDTM"),
-                "easycache": ("#7f7f7f", "x", "core EasyCache (skips nothing on SD3)"),
-                "analysis": ("#bcbd22", "+", "SDTM balanced on one phase or one block only")}
-
-
-def draw_chart(results: dict[str, dict], png: Path) -> None:
-    """One panel per fixture: estimated SD3-medium speedup vs mean PSNR; each family's points and its
-    Pareto front as the curve."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(7.5 * len(results), 5.5), dpi=100, squeeze=False)
-    for ax, (fixture, data) in zip(axes[0], results.items()):
-        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
-        for family, (color, marker, label) in FAMILY_STYLE.items():
-            pts = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family]
-            if not pts:
-                continue
-            ax.scatter(*zip(*pts), color=color, marker=marker, s=30, alpha=0.8, zorder=3)
-            ax.plot(*zip(*pareto(pts)), color=color, label=label, lw=1.5)
-        for r in rows:
-            if r["family"] == "sdtm-preset":
-                ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
-                            textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax.axvline(TARGET_SPEEDUP, color="black", lw=0.6, ls="--")
-        setup = data["setup"]
-        ax.set_title(f"{setup['fixture']} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
-                     f"{setup['scheduler']}, {setup['seeds']} seeds", fontsize=9)
-        ax.set_xlabel("estimated speedup, SD3-medium 1024x1024 (FLOP model of the counted tokens)")
-        ax.set_ylabel("PSNR vs unpatched (dB, mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------

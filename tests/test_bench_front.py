@@ -7,6 +7,7 @@ import re
 import pytest
 
 from benchmarks import bench_front as front
+from benchmarks import front_report
 from harness.comfy_env import import_comfy, load_pack
 from photo_fixture import photo_codec
 
@@ -90,7 +91,7 @@ def test_front_verdict_interpolates_along_lazycache():
             {"name": "A", "family": "sdtm-tuned", "speedup_sd3-medium": 1.7, "psnr_mean": 36.0},
             {"name": "B", "family": "sdtm-preset", "speedup_sd3-medium": 1.6, "psnr_mean": 20.0},
             {"name": "slow", "family": "sdtm-preset", "speedup_sd3-medium": 1.3, "psnr_mean": 50.0}]
-    verdict = {v["name"]: v for v in front.front_verdict(rows)}
+    verdict = {v["name"]: v for v in front_report.front_verdict(rows)}
     assert set(verdict) == {"A", "B"}
     assert verdict["A"]["lazycache_psnr_at_speedup"] == pytest.approx(35.0)
     assert verdict["A"]["margin_db"] == pytest.approx(1.0) and not verdict["A"]["dominated"]
