@@ -8,8 +8,6 @@ import pytest
 
 from benchmarks import bench_front as front
 from benchmarks import front_report
-from harness.comfy_env import import_comfy, load_pack
-from photo_fixture import photo_codec
 
 STEPS = 6
 LATENT_HW = (32, 32)  # 16 x 16 = 256 image tokens
@@ -17,17 +15,11 @@ TOKENS = 256
 
 
 @pytest.fixture(scope="module")
-def run():
-    import_comfy()
-    import comfy.utils
-    progress_bar = comfy.utils.PROGRESS_BAR_ENABLED
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    pack = load_pack()
-    model, clip = photo_codec.load_fixture()
+def run(photo_fixture_setup):
+    pack, model, clip = photo_fixture_setup
     prepared = front.prepare_run(pack, model, clip, 1, STEPS, LATENT_HW, "euler", "sgm_uniform")
     yield prepared
     prepared.counter.close()
-    comfy.utils.PROGRESS_BAR_ENABLED = progress_bar
 
 
 def test_unpatched_counts_are_blocks_times_tokens_times_calls(run):

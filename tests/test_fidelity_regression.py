@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from benchmarks import bench_fidelity as bench
-from harness.comfy_env import import_comfy, load_pack
 from photo_fixture import photo_codec
 from photo_fixture.sample import sample_fixture
 
@@ -40,15 +39,8 @@ def psnr_floor_db(preset: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def setup():
-    import_comfy()
-    import comfy.utils
-    progress_bar = comfy.utils.PROGRESS_BAR_ENABLED
-    comfy.utils.PROGRESS_BAR_ENABLED = False
-    pack = load_pack()
-    model, clip = photo_codec.load_fixture()
-    yield pack, model, clip
-    comfy.utils.PROGRESS_BAR_ENABLED = progress_bar
+def setup(photo_fixture_setup):
+    return photo_fixture_setup
 
 
 def test_the_floor_tells_the_default_preset_from_a_wreck(setup):
