@@ -16,6 +16,7 @@ from comfy_api.latest import io
 from PIL import Image, ImageDraw, ImageFont
 
 from .hook import KEY, run_of_latent
+from .node_schema import CATEGORY, SEARCH_ALIASES, schema
 
 log = logging.getLogger("SDTM")
 
@@ -188,10 +189,11 @@ class SDTMMergeMap(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="SDTM_MergeMap",
             display_name="SDTM Merge Map",
-            category="model/patch/sdtm",
+            category=CATEGORY,
+            search_aliases=SEARCH_ALIASES,
             description="Shows which image tokens the sampling run of the given LATENT merged: per chosen step, "
                         "every merged group tinted in its own colour over the image, and a per-step chart of the image "
                         "tokens the attention and the MLP saw.",

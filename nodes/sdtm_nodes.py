@@ -1,7 +1,6 @@
 """The SDTM nodes: schema, validation, and the patched clone."""
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 
@@ -11,19 +10,10 @@ from ..sdtm_ops import SDTMConfig
 from ..sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE, Knob, knob_problem, order_problem
 from .hook import patch_model, run_of_latent
 from .merge_map import SDTMMergeMap
+from .node_schema import CATEGORY, SEARCH_ALIASES, schema
 from .presets import DEFAULT_PRESET, PRESETS, preset_config, preset_tooltip
 
-CATEGORY = "model/patch/sdtm"  # where ComfyUI files its own model patches
-SEARCH_ALIASES = ["token merging", "tome", "sdtm", "merge tokens", "speed up", "faster", "acceleration",
-                  "structure then detail", "sd3", "sd3.5", "mmdit"]
 SIMPLE_KNOBS = tuple(sorted((k for k in KNOBS if k.sdtm_position is not None), key=lambda k: k.sdtm_position))
-
-
-def schema(**arguments) -> io.Schema:
-    """io.Schema with the arguments this host's ComfyUI knows: newer hosts take ``search_aliases``,
-    ComfyUI 0.3.75 raises TypeError on it."""
-    known = {f.name for f in dataclasses.fields(io.Schema)}
-    return io.Schema(**{name: value for name, value in arguments.items() if name in known})
 
 
 def knob_input(knob: Knob, sdtm_node: bool = False) -> io.Input:
@@ -163,10 +153,11 @@ class SDTMRunReport(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
             node_id="SDTM_RunReport",
             display_name="SDTM Run Report",
             category=CATEGORY,
+            search_aliases=SEARCH_ALIASES,
             description="What SDTM did in the sampling run that produced the given LATENT: image tokens per "
                         "phase, FLOP-model speedup, wall time, cache use; a summary is shown in the node.",
             is_output_node=True,
