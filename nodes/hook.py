@@ -16,8 +16,9 @@ The replacement re-implements a joint block from its own sub-modules, merging th
 after modulation and before the qkv projection and the MLP, and unmerging each branch output
 before it is added to the full-length residual. Text tokens are never merged. Whenever a block
 does not merge (and keeps no cache) it calls the host's original block, so it is bit-identical.
-Under torch.compile the bookkeeping and the merged blocks are excluded from tracing (``torch.compiler.disable``),
-so a new token count at each step does not recompile the model.
+The block's arithmetic lives in :mod:`.joint_block`. Under ComfyUI's TorchCompileModel the bookkeeping and
+the partition run eagerly (``torch.compiler.disable``) and the merged block's arithmetic is compiled on its
+own with dynamic shapes, so a new token count at each step does not recompile anything.
 """
 from __future__ import annotations
 
@@ -40,26 +41,24 @@ from ..sdtm_ops import (
     RunState,
     SDTMConfig,
     StepPlan,
-    blend_with_cache,
     block_flops,
     block_is_merged,
     block_merge,
-    cached_share,
     detail_partition,
     layout_key,
-    merge_tokens,
     percent_of_sigma,
     steps_before,
     tome_partition,
-    unmerge_tokens,
     window_partition,
 )
+from .joint_block import EAGER, BlockFunctions, block_prelude, compile_block_functions, host_compile_settings
 
 log = logging.getLogger("SDTM")
 
 KEY = "sdtm"  # wrapper key and transformer_options key of the patch
 RUN_KEY = "sdtm_run"  # transformer_options key of the current RunState (set per sampling run)
 CALL_KEY = "sdtm_call"  # transformer_options key of the current CallContext (set per model call)
+FUNCTIONS_KEY = "sdtm_block_functions"  # transformer_options key of the run's BlockFunctions (eager or compiled)
 
 SUPPORTED = "SD3-medium, SD3.5-medium, SD3.5-large and SD3.5-large-turbo (ComfyUI's MMDiT)"
 
@@ -141,6 +140,7 @@ class CallContext:
     blocks: torch.nn.ModuleList
     shape: MMDiTShape  # for the FLOP statistics
     stores: bool  # a protected step whose block outputs are kept for blending later
+    functions: BlockFunctions = EAGER  # the merged block's arithmetic, compiled when the host compiles the model
     blocks_run: int = 0
 
 
@@ -163,6 +163,19 @@ class PatchInfo:
         self.runs: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # fingerprint -> (report, maps)
         self.run_ends: OrderedDict[float, int] = OrderedDict()  # last sigma > 0 of a run -> its end step
         self.warned_outside_run = False
+        self._compiled: dict[str, BlockFunctions] = {}  # the host's compile settings -> compiled functions
+
+    def block_functions(self, model_options: dict) -> BlockFunctions:
+        """The merged block's functions for a run with these model options: compiled, once per compile
+        setting and kept with the model as the host keeps its compiled model, when ComfyUI's TorchCompileModel
+        compiles it; otherwise eager."""
+        settings = host_compile_settings(model_options)
+        if settings is None:
+            return EAGER
+        key = repr(sorted(settings.items()))
+        if key not in self._compiled:
+            self._compiled[key] = compile_block_functions(settings)
+        return self._compiled[key]
 
     def __deepcopy__(self, memo):
         return self
@@ -264,6 +277,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
                    first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")))
     guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
     guider.model_options["transformer_options"][RUN_KEY] = run
+    guider.model_options["transformer_options"][FUNCTIONS_KEY] = info.block_functions(original_options)
     output = None
     try:
         output = executor(*args, **kwargs)
@@ -334,7 +348,8 @@ def apply_model_wrapper(executor, *args, **kwargs):
         plan = dataclasses.replace(plan, phase=Phase.FULL, ratio=0.0)
     call = CallContext(run=run, plan=plan, merge=merge, h=h, w=w,
                        layout=layout_key(chunks, x.shape[0], h * w), blocks=blocks, shape=shape,
-                       stores=plan.protected and run.config.caches and run.merges_on(h, w))
+                       stores=plan.protected and run.config.caches and run.merges_on(h, w),
+                       functions=options.get(FUNCTIONS_KEY, EAGER))
     options = {**options, CALL_KEY: call}
     if in_args:
         args[5] = options
@@ -353,19 +368,10 @@ def apply_model_wrapper(executor, *args, **kwargs):
 # ---------------------------------------------------------------------------------------------
 # The joint block
 # ---------------------------------------------------------------------------------------------
-def _x_modulation(xb, vec: torch.Tensor) -> dict:
-    """adaLN chunks of the image block, named; shifts are None for scale_mod_only blocks."""
-    if xb.x_block_self_attn:
-        names = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp",
-                 "shift_msa2", "scale_msa2", "gate_msa2")
-    elif xb.scale_mod_only:
-        names = ("scale_msa", "gate_msa", "scale_mlp", "gate_mlp")
-    else:
-        names = ("shift_msa", "scale_msa", "gate_msa", "shift_mlp", "scale_mlp", "gate_mlp")
-    mods = dict(zip(names, xb.adaLN_modulation(vec).chunk(len(names), dim=1)))
-    mods.setdefault("shift_msa", None)
-    mods.setdefault("shift_mlp", None)
-    return mods
+def _standalone(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous tensor that is not a view (a copy only when it is one): compiled graphs guard
+    on strides and on a view's base."""
+    return t if t._base is None and t.is_contiguous() else t.clone(memory_format=torch.contiguous_format)
 
 
 class SDTMJointBlock:
@@ -374,21 +380,29 @@ class SDTMJointBlock:
     def __init__(self, index: int) -> None:
         self.index = index
 
+    # The whole replacement runs outside the host's torch.compile trace (ComfyUI's TorchCompileModel): its
+    # bookkeeping and the partition read and update the run's Python state, and a trace through it would
+    # guard on each block's index and recompile per block. Under compile it calls the run's own compiled
+    # block functions instead (joint_block.compile_block_functions, dynamic shapes).
+    @torch.compiler.disable
     def __call__(self, args: dict, extra: dict) -> dict:
         options = args["transformer_options"]
         call: CallContext | None = options.get(CALL_KEY)
         if call is None:
             return extra["original_block"](args)
-        merging, storing = self._account(call, args["img"], args["txt"])
-        if not merging and not storing:
+        x, context, vec = args["img"], args["txt"], args["vec"]
+        merging, storing = self._account(call, x, context)
+        if call.functions.compiled:  # the first block's inputs are views: copied, so all blocks share graphs
+            x, context = _standalone(x), _standalone(context)
+        if merging or storing:
+            out = self._forward(call, call.blocks[self.index], x, context, vec, options, storing)
+            if out is not None:
+                return out
+        if not call.functions.compiled:  # eager: the host's own block, bit-identical
             return extra["original_block"](args)
-        return self._forward(call, call.blocks[self.index], args["img"], args["txt"], args["vec"], options,
-                             merging, storing)
+        txt, img = call.functions.full(call.blocks[self.index], x, context, vec, options)
+        return {"img": img, "txt": txt}
 
-    # Under torch.compile (ComfyUI's TorchCompileModel) the bookkeeping and the merged block run
-    # eagerly: their Python state and token counts change every step, and tracing them would
-    # recompile the graph at each step. Blocks that neither merge nor store the cache stay compiled.
-    @torch.compiler.disable
     def _account(self, call: CallContext, img: torch.Tensor, txt: torch.Tensor) -> tuple[bool, bool]:
         """Record what this block does at this call; returns (merging, storing)."""
         call.blocks_run += 1
@@ -426,58 +440,30 @@ class SDTMJointBlock:
             run.record_partition(call.plan.step, self.index, part, call.h, call.w)
         return part
 
-    def _branch_out(self, call: CallContext, branch: str, value: torch.Tensor, part, storing: bool,
-                    shares: dict) -> torch.Tensor:
-        """Unmerge a gated branch output to [B, N, C]; blend it with, or store it in, the cache.
-        ``shares`` keeps the blend weights of this block's partitions (made once, used by both branches)."""
-        run = call.run
-        value = unmerge_tokens(value, part)
-        if storing:
-            run.store(self.index, branch, call.layout, value)
-        elif part is not None and run.config.caches:
-            cached = run.cached(self.index, branch, call.layout, value)
-            if cached is not None:
-                if id(part) not in shares:
-                    share = run.constant(("cached_share", value.dtype), value.device, lambda: torch.full(
-                        (), 1.0 - run.config.cache_fresh_weight, dtype=value.dtype, device=value.device))
-                    shares[id(part)] = cached_share(part, share, value.dtype)
-                value = blend_with_cache(value, cached, part, run.config.cache_fresh_weight, shares[id(part)])
-        return value
-
-    @torch.compiler.disable
     def _forward(self, call: CallContext, block, x: torch.Tensor, context: torch.Tensor, vec: torch.Tensor,
-                 options: dict, merging: bool, storing: bool) -> dict:
-        cfg = call.run.config
-        cb, xb = block.context_block, block.x_block
-        modulate = comfy_mmdit.modulate
-        attention = comfy_mmdit.optimized_attention
-        mods = _x_modulation(xb, vec)
-        mode = cfg.merge_mode
-
-        x_norm = xb.norm1(x)
-        xn = modulate(x_norm, mods["shift_msa"], mods["scale_msa"])
-        part = self._partition(call, xn) if merging else None
-        attn_part = part if call.merge.attn_tokens < x.shape[1] else None  # detail phase: full attention
-
-        ctx_qkv, ctx_intermediates = cb.pre_attention(context, vec)
-        q, k, v = xb.attn.pre_attention(merge_tokens(xn, attn_part, mode))
-        n_txt = ctx_qkv[0].shape[1]
-        attn = attention(torch.cat((ctx_qkv[0], q), dim=1), torch.cat((ctx_qkv[1], k), dim=1),
-                         torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads, transformer_options=options)
-        context_out = None if cb.pre_only else cb.post_attention(attn[:, :n_txt], *ctx_intermediates)
-        attn_out = mods["gate_msa"].unsqueeze(1) * xb.attn.post_attention(attn[:, n_txt:])
-        if xb.x_block_self_attn:
-            xn2 = modulate(x_norm, mods["shift_msa2"], mods["scale_msa2"])
-            q2, k2, v2 = xb.attn2.pre_attention(merge_tokens(xn2, attn_part, mode))
-            attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads, transformer_options=options)
-            attn_out = attn_out + mods["gate_msa2"].unsqueeze(1) * xb.attn2.post_attention(attn2)
-        shares: dict = {}
-        x = x + self._branch_out(call, "attn", attn_out, attn_part, storing, shares)
-
-        xm = modulate(xb.norm2(x), mods["shift_mlp"], mods["scale_mlp"])
-        mlp_out = mods["gate_mlp"].unsqueeze(1) * xb.mlp(merge_tokens(xm, part, mode))
-        x = x + self._branch_out(call, "mlp", mlp_out, part, storing, shares)
-        return {"img": x, "txt": context_out}
+                 options: dict, storing: bool) -> dict | None:
+        """The block of a merging or storing call (None: the partition merges nothing, run the full block)."""
+        run, cfg, functions = call.run, call.run.config, call.functions
+        prelude = block_prelude(block.x_block, x, vec)
+        if storing:  # a protected step: full length, branch outputs kept for the cache
+            img, txt, outputs = functions.store(block, x, context, vec, prelude, cfg.merge_mode, options)
+            run.store(self.index, "attn", call.layout, outputs[0])
+            run.store(self.index, "mlp", call.layout, outputs[1])
+            return {"img": img, "txt": txt}
+        part = self._partition(call, prelude[2])
+        if part is None:
+            return None
+        full_attention = call.merge.attn_tokens == x.shape[1]  # detail phase
+        cached, weight = (None, None), None
+        if cfg.caches:
+            cached = (None if full_attention else run.cached(self.index, "attn", call.layout, x),
+                      run.cached(self.index, "mlp", call.layout, x))
+            weight = run.constant(("cached_share", x.dtype), x.device, lambda: torch.full(
+                (), 1.0 - cfg.cache_fresh_weight, dtype=x.dtype, device=x.device))
+        merged = functions.detail if full_attention else functions.structure
+        img, txt, _ = merged(block, x, context, vec, prelude, part, cfg.merge_mode, cached, cfg.cache_fresh_weight,
+                             weight, options)
+        return {"img": img, "txt": txt}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,9 +106,14 @@ class Partition:
     rows: torch.Tensor  # [B, N] int64 in [0, B * G)
     float_sizes: torch.Tensor  # [B * G, 1] float32 members per group (may be a shared constant)
     merged: torch.Tensor  # [B, N] bool
-    num_groups: int  # G
     num_singletons: int  # groups [0, num_singletons) have exactly one member by construction
     rep_parts: tuple = ()  # [B, *] token tensors whose concatenation is rep; () = first member
+
+    @property
+    def num_groups(self) -> int:
+        """G, read from the tensors' shapes: under torch.compile with dynamic shapes it stays symbolic, so a
+        partition with another group count reuses the compiled graph."""
+        return self.float_sizes.shape[0] // self.rows.shape[0]
 
     @property
     def num_tokens(self) -> int:
@@ -240,7 +245,7 @@ def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
     sizes = grid.const(("window_sizes", B, num_windows), lambda: torch.cat(
         (torch.ones(1, singles, device=dev), torch.full((1, num_windows), float(K), device=dev)), dim=1)
         .expand(B, -1).reshape(B * G, 1))
-    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_groups=G, num_singletons=singles)
+    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_singletons=singles)
 
 
 def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int, dst_member: torch.Tensor) -> Partition:
@@ -295,7 +300,7 @@ def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
     ones = grid.const(("ones", B * N), lambda: torch.ones(B * N, 1, device=dev))
     sizes = torch.zeros(B * G, 1, device=dev).index_add_(0, rows.view(-1), ones)
     merged = sizes.view(-1)[rows] > 1
-    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_groups=G, num_singletons=first_dst,
+    return Partition(rows=rows, float_sizes=sizes, merged=merged, num_singletons=first_dst,
                      rep_parts=(out_tok, sorted_tok[:, num_merge:]))
 
 
