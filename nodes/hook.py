@@ -37,6 +37,7 @@ from ..sdtm_ops import (
     BlockMerge,
     MMDiTShape,
     Phase,
+    add_cached_deviation,
     RunState,
     SDTMConfig,
     StepPlan,
@@ -49,6 +50,7 @@ from ..sdtm_ops import (
     layout_key,
     merge_tokens,
     percent_of_sigma,
+    proportional_bias,
     steps_before,
     tome_partition,
     unmerge_tokens,
@@ -436,7 +438,9 @@ class SDTMJointBlock:
             run.store(self.index, branch, call.layout, value)
         elif part is not None and run.config.caches:
             cached = run.cached(self.index, branch, call.layout, value)
-            if cached is not None:
+            if cached is not None and run.config.unmerge_deviation:
+                value = add_cached_deviation(value, cached, part, run.config.merge_mode)
+            elif cached is not None:
                 if id(part) not in shares:
                     share = run.constant(("cached_share", value.dtype), value.device, lambda: torch.full(
                         (), 1.0 - run.config.cache_fresh_weight, dtype=value.dtype, device=value.device))
@@ -462,14 +466,19 @@ class SDTMJointBlock:
         ctx_qkv, ctx_intermediates = cb.pre_attention(context, vec)
         q, k, v = xb.attn.pre_attention(merge_tokens(xn, attn_part, mode))
         n_txt = ctx_qkv[0].shape[1]
+        sized = cfg.proportional_attention and attn_part is not None  # merged keys weighted by group size
         attn = attention(torch.cat((ctx_qkv[0], q), dim=1), torch.cat((ctx_qkv[1], k), dim=1),
-                         torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads, transformer_options=options)
+                         torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads,
+                         mask=proportional_bias(attn_part, n_txt, q.dtype) if sized else None,
+                         transformer_options=options)
         context_out = None if cb.pre_only else cb.post_attention(attn[:, :n_txt], *ctx_intermediates)
         attn_out = mods["gate_msa"].unsqueeze(1) * xb.attn.post_attention(attn[:, n_txt:])
         if xb.x_block_self_attn:
             xn2 = modulate(x_norm, mods["shift_msa2"], mods["scale_msa2"])
             q2, k2, v2 = xb.attn2.pre_attention(merge_tokens(xn2, attn_part, mode))
-            attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads, transformer_options=options)
+            attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads,
+                              mask=proportional_bias(attn_part, 0, q2.dtype) if sized else None,
+                              transformer_options=options)
             attn_out = attn_out + mods["gate_msa2"].unsqueeze(1) * xb.attn2.post_attention(attn2)
         shares: dict = {}
         x = x + self._branch_out(call, "attn", attn_out, attn_part, storing, shares)

@@ -22,15 +22,21 @@ class _ConfigRules:
         problem = order_problem({knob.field: getattr(self, knob.field) for knob in KNOBS})
         if problem:
             raise ValueError(problem)
+        if self.unmerge_deviation and not (self.method == "sdtm" and self.use_cache and self.protect_every > 0):
+            raise ValueError(
+                "unmerge_deviation needs the cache of protected steps: method sdtm, use_cache on and "
+                f"protect_every > 0 (got method {self.method!r}, use_cache {self.use_cache}, "
+                f"protect_every {self.protect_every})")
 
     def replace(self, **changes) -> SDTMConfig:
         return replace(self, **changes)
 
     @property
     def caches(self) -> bool:
-        """Whether protected steps keep outputs for blending (blending with mcw = 1 is a no-op)."""
+        """Whether protected steps keep outputs for unmerging merged steps (blending with mcw = 1 is a no-op;
+        deviation unmerge ignores mcw)."""
         return (self.method == "sdtm" and self.use_cache and self.protect_every > 0
-                and self.cache_fresh_weight < 1.0)
+                and (self.cache_fresh_weight < 1.0 or self.unmerge_deviation))
 
 
 SDTMConfig = make_dataclass(
