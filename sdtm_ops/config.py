@@ -24,9 +24,9 @@ class _ConfigRules:
             raise ValueError(problem)
         if self.unmerge_deviation and not (self.method == "sdtm" and self.use_cache and self.protect_every > 0):
             raise ValueError(
-                "unmerge_deviation needs the cache of protected steps: method sdtm, use_cache on and "
-                f"protect_every > 0 (got method {self.method!r}, use_cache {self.use_cache}, "
-                f"protect_every {self.protect_every})")
+                "unmerge_deviation needs the cache of protected steps: method sdtm, cache (use_cache) on and "
+                f"protect_steps_every (protect_every) > 0; got method {self.method!r}, cache {self.use_cache}, "
+                f"protect_steps_every {self.protect_every}")
 
     def replace(self, **changes) -> SDTMConfig:
         return replace(self, **changes)
