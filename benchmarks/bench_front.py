@@ -254,10 +254,12 @@ IDEA_COMBOS = ("", "pa", "dev", "sfull", "pa+dev", "sfull+dev")
 
 def idea_settings(pack) -> list[Setting]:
     """The error-reduction options of issue 14 point 2, alone and combined, on the balanced preset, on its
-    ratio 0.7 variant (>= 1.5x) and with merging from progress 0.2 on."""
+    ratio 0.7 variant (about 1.5x), with merging from progress 0.2 on, and with the structure phase over
+    every step (switch 1, past 1.5x)."""
     balanced = pack.presets.preset_config("balanced")
     bases = {"balanced": balanced, "r=0.7": balanced.replace(ratio=0.7, deviation=0.28)}
     bases.update({f"{name} start=0.2": config.replace(start=0.2) for name, config in list(bases.items())})
+    bases["r=0.7 switch=1.0"] = bases["r=0.7"].replace(switch=1.0)
     settings = []
     for base_name, base in bases.items():
         for combo in IDEA_COMBOS:
