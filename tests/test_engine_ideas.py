@@ -2,6 +2,7 @@
 attention, deviation unmerge and full attention in the structure phase."""
 import pytest
 import torch
+from test_engine_schedule import _NoHostSync
 
 from sdtm_ops import (
     MODEL_SHAPES,
@@ -21,7 +22,6 @@ from sdtm_ops import (
     window_grid,
     window_partition,
 )
-from test_engine_schedule import _NoHostSync
 
 
 def _parts(x, h, w, ratio=0.5, seed=0):
