@@ -1,10 +1,10 @@
 """SDTM under ComfyUI's TorchCompileModel: the graphs compiled, the images, and the time.
 
 ``--check`` (what tests/test_comfy_compile.py runs): a tiny SD3-family model through ComfyUI's real
-TorchCompileModel node and KSampler, SDTM (a preset, its last block left unmerged) before the compile node, sampled twice for ``--steps`` steps
-(other seeds the second time). It reports, per compiled block function of the pack
-(``nodes/joint_block.py``: full, store, structure, detail), the graphs dynamo keeps for it and the block
-kinds of the model (plain, dual attention, last), whether the second run compiled anything new (a
+TorchCompileModel node and KSampler, SDTM (a preset, its last block left unmerged) before the compile
+node, sampled twice for ``--steps`` steps (another seed the second time). It reports, per compiled block
+function of the pack (``nodes/joint_block.py``: full, store, structure, detail), the graphs dynamo keeps
+for it, the block kinds of the model (plain, dual attention, last), whether the second run compiled anything new (a
 per-step recompile would), whether any function hit dynamo's recompile limit, and the largest
 difference of the latents from the same runs without compile.
 

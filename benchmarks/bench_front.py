@@ -44,7 +44,7 @@ TARGET_RES = 1024
 STEPS, SEEDS = 30, 8
 LAZY_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # run until past 3x
 LAZY_STOP = 3.0
-GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned")
+GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned", "ideas")
 SPEED_SETTINGS = ("LazyCache 0.1", "LazyCache 0.2", "preset balanced", "preset fast", "balanced -> LazyCache 0.2",
                   "late detail r=0.3 -> LazyCache 0.1")
 VARIANTS = ("euler/sgm_uniform/20", "euler/sgm_uniform/50", "dpmpp_2m/karras/30")
@@ -229,6 +229,8 @@ def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setti
             for base_name, base in (("balanced", balanced),):
                 settings.append(sdtm_setting(pack, f"{base_name}: {label}", "analysis", base.replace(**changes),
                                              knob=knob, base=base_name))
+    if "ideas" in groups:
+        settings += idea_settings(pack)
     if "sweeps" in groups:  # one knob of the balanced preset at a time
         sweeps = [("ratio", dict(ratio=r, deviation=round(0.4 * r, 4))) for r in (0.2, 0.7)]
         sweeps += [("switch", dict(switch=s)) for s in (0.0, 1.0)]
@@ -242,6 +244,28 @@ def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setti
             label = ", ".join(f"{k}={v}" for k, v in changes.items())
             settings.append(sdtm_setting(pack, f"balanced {label}", "sdtm-sweep", balanced.replace(**changes),
                                          knob=knob))
+    return settings
+
+
+IDEAS = {"pa": dict(proportional_attention=True), "sfull": dict(structure_attention="full")}
+IDEA_COMBOS = ("", "pa", "sfull", "pa+sfull")
+
+
+def idea_settings(pack) -> list[Setting]:
+    """The error-reduction options of issue 14 point 2, alone and combined, on the balanced preset, on its
+    ratio 0.7 variant (about 1.5x), with merging from progress 0.2 on, and with the structure phase over
+    every step (switch 1, past 1.5x)."""
+    balanced = pack.presets.preset_config("balanced")
+    bases = {"balanced": balanced, "r=0.7": balanced.replace(ratio=0.7, deviation=0.28)}
+    bases.update({f"{name} start=0.2": config.replace(start=0.2) for name, config in list(bases.items())})
+    bases["r=0.7 switch=1.0"] = bases["r=0.7"].replace(switch=1.0)
+    settings = []
+    for base_name, base in bases.items():
+        for combo in IDEA_COMBOS:
+            changes = {k: v for idea in filter(None, combo.split("+")) for k, v in IDEAS[idea].items()}
+            name = f"ideas {base_name}" + (f" +{combo}" if combo else "")
+            settings.append(sdtm_setting(pack, name, "sdtm-ideas", base.replace(**changes), base=base_name,
+                                         ideas=combo))
     return settings
 
 

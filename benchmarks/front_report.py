@@ -89,6 +89,7 @@ FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"
                 "sdtm-preset": ("#d62728", "s", "SDTM presets"),
                 "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
                 "sdtm-tuned": ("#9467bd", "D", "SDTM light (searched)"),
+                "sdtm-ideas": ("#17becf", "*", "SDTM Advanced error-reduction options"),
                 "tome": ("#2ca02c", "^", "plain ToMe"),
                 "stack sdtm->lazy": ("#8c564b", "v", "SDTM -> LazyCache"),
                 "stack lazy->sdtm": ("#e377c2", "<", "LazyCache -> SDTM"),

@@ -453,7 +453,7 @@ class SDTMJointBlock:
         part = self._partition(call, prelude[2])
         if part is None:
             return None
-        full_attention = call.merge.attn_tokens == x.shape[1]  # detail phase
+        full_attention = call.merge.attn_tokens == x.shape[1]  # detail phase, or structure_attention full
         cached, weight = (None, None), None
         if cfg.caches:
             cached = (None if full_attention else run.cached(self.index, "attn", call.layout, x),
@@ -461,8 +461,8 @@ class SDTMJointBlock:
             weight = run.constant(("cached_share", x.dtype), x.device, lambda: torch.full(
                 (), 1.0 - cfg.cache_fresh_weight, dtype=x.dtype, device=x.device))
         merged = functions.detail if full_attention else functions.structure
-        img, txt, _ = merged(block, x, context, vec, prelude, part, cfg.merge_mode, cached, cfg.cache_fresh_weight,
-                             weight, options)
+        img, txt, _ = merged(block, x, context, vec, prelude, part, cfg.merge_mode, cfg.proportional_attention, cached,
+                             cfg.cache_fresh_weight, weight, options)
         return {"img": img, "txt": txt}
 
 

@@ -4,7 +4,7 @@ Nothing in this package imports ComfyUI: other front ends can use it as it is.
 """
 from .config import MERGE_MODES, METHODS, SDTMConfig
 from .cost import MODEL_SHAPES, MMDiTShape, ScheduleCost, StepCost, block_flops, schedule_cost, token_grid
-from .merge import blend_with_cache, cached_share, merge_tokens, unmerge_tokens
+from .merge import blend_with_cache, cached_share, merge_tokens, proportional_bias, unmerge_tokens
 from .partition import (
     Partition,
     WindowGrid,
@@ -34,7 +34,7 @@ __all__ = [
     "SDTMConfig", "METHODS", "MERGE_MODES",
     "Partition", "WindowGrid", "window_grid", "window_partition", "detail_partition", "tome_partition",
     "structure_merge_count", "detail_merge_count",
-    "merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share",
+    "merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share", "proportional_bias",
     "Phase", "StepPlan", "BlockMerge", "progress_at", "percent_of_sigma", "steps_before", "ratio_at", "step_plan",
     "block_is_merged",
     "block_merge", "reference_config",

@@ -100,6 +100,13 @@ KNOBS: tuple[Knob, ...] = (
     Knob("round_to", "round_to", int, 16, low=1, high=1024,
          tooltip="Merged counts are rounded down to a multiple of this (16 in the reference; multiples of 8 or 16 "
                  "suit GPU kernels)."),
+    Knob("proportional_attention", "proportional_attention", bool, False,
+         tooltip="In a shortened attention, add log(group size) to each merged key's logits, so a group of s "
+                 "tokens draws the attention its s members would have drawn (ToMe's proportional attention). "
+                 "Text keys are unchanged."),
+    Knob("structure_attention", "structure_attention", str, "merged", choices=("merged", "full"),
+         tooltip="merged: structure steps run attention on the collapsed windows (the paper). full: structure "
+                 "steps keep attention at full length and merge only the MLP input, as detail steps do."),
 )
 
 KNOB_BY_FIELD = {knob.field: knob for knob in KNOBS}

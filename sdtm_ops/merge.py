@@ -10,7 +10,7 @@ import torch
 from .config import MERGE_MODES
 from .partition import Partition
 
-__all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share"]
+__all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share", "proportional_bias"]
 
 
 def merge_tokens(x: torch.Tensor, part: Partition | None, mode: str = "mean",
@@ -95,3 +95,17 @@ def blend_with_cache(fresh: torch.Tensor, cached: torch.Tensor, part: Partition 
     if share is None:
         share = cached_share(part, fresh_weight, fresh.dtype)
     return torch.lerp(fresh, cached.to(fresh.dtype), share)
+
+
+def proportional_bias(part: Partition, leading: int, dtype: torch.dtype) -> torch.Tensor:
+    """Additive attention bias [B, 1, leading + G] for keys laid out as ``leading`` unmerged tokens (the
+    text, 0) followed by the partition's G groups (log of each group's size; 0 for singletons).
+
+    ``[B, 1, M]`` broadcasts over heads and queries in every attention of ComfyUI (``mask=``), so no
+    ``[N x N]`` tensor is made; it is built on the device without a host read.
+    """
+    B, G = part.batch, part.num_groups
+    log_sizes = part.float_sizes.view(B, 1, G).log().to(dtype)
+    if leading == 0:
+        return log_sizes
+    return torch.cat((log_sizes.new_zeros(B, 1, leading), log_sizes), dim=2)

@@ -128,7 +128,8 @@ def block_merge(config: SDTMConfig, plan: StepPlan, h: int, w: int) -> BlockMerg
     if config.method == "sdtm" and plan.phase is Phase.STRUCTURE:
         count = structure_merge_count(n, plan.ratio, k * k, num_windows, config.round_to)
         left = n - (k * k - 1) * count
-        return BlockMerge("window", count, left, left) if count else BlockMerge("none", 0, n, n)
+        attn = n if config.structure_attention == "full" else left
+        return BlockMerge("window", count, attn, left) if count else BlockMerge("none", 0, n, n)
     count = detail_merge_count(n, plan.ratio, (k * k - 1) * num_windows, config.round_to)
     if not count:
         return BlockMerge("none", 0, n, n)
