@@ -45,9 +45,10 @@ STEPS, SEEDS = 30, 8
 LAZY_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # run until past 3x
 LAZY_STOP = 3.0
 GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned", "ideas")
-SPEED_SETTINGS = ("LazyCache 0.1", "LazyCache 0.2", "preset balanced", "preset fast", "balanced -> LazyCache 0.2",
-                  "late detail r=0.3 -> LazyCache 0.1")
+SPEED_SETTINGS = ("LazyCache 0.1", "LazyCache 0.2", "preset quality", "preset balanced", "preset fast",
+                  "balanced -> LazyCache 0.2", "late detail r=0.3 -> LazyCache 0.1")
 VARIANTS = ("euler/sgm_uniform/20", "euler/sgm_uniform/50", "dpmpp_2m/karras/30")
+VARIANT_LAZY_THRESHOLDS = (0.05, 0.1, 0.2, 0.4)  # enough of the sweep to place the presets against it
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,10 +196,16 @@ def stack_settings(pack, label: str, config, threshold: float) -> list[Setting]:
                     chain(lazy, sdtm))]
 
 
+def sweep_base(pack):
+    """The base of the one-knob sweeps, the error analysis and the ideas: the balanced preset's schedule, full
+    steps and cache, without the proportional attention it gained from the ideas' results."""
+    return pack.presets.preset_config("balanced").replace(proportional_attention=False)
+
+
 def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setting]:
     """Every setting of the benchmark but the LazyCache sweep (run by :func:`run_lazy_sweep`)."""
     ops = pack.ops
-    balanced = pack.presets.preset_config("balanced")
+    balanced = sweep_base(pack)
     settings: list[Setting] = []
     if "baseline" in groups:
         settings.append(Setting("unpatched", "unpatched", {}, lambda model: model))
@@ -213,7 +220,7 @@ def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setti
             settings.append(Setting(f"preset {name}", "sdtm-preset", {"node": "SDTM_Apply", "preset": name},
                                     sdtm_preset(pack, name)))
     if "stacks" in groups:
-        settings += stack_settings(pack, "balanced", balanced, 0.2)
+        settings += stack_settings(pack, "balanced", pack.presets.preset_config("balanced"), 0.2)
         settings += stack_settings(pack, "reference", pack.presets.preset_config("reference"), 0.1)
     if "tuned" in groups:
         settings += tuned_settings(pack, depth)
@@ -248,24 +255,23 @@ def build_settings(pack, depth: int, groups: set[str], steps: int) -> list[Setti
 
 
 IDEAS = {"pa": dict(proportional_attention=True), "sfull": dict(structure_attention="full")}
-IDEA_COMBOS = ("", "pa", "sfull", "pa+sfull")
+IDEA_BASES = ("balanced", "r=0.7", "r=0.7 switch=1.0")
 
 
 def idea_settings(pack) -> list[Setting]:
-    """The error-reduction options of issue 14 point 2, alone and combined, on the balanced preset, on its
-    ratio 0.7 variant (about 1.5x), with merging from progress 0.2 on, and with the structure phase over
-    every step (switch 1, past 1.5x)."""
-    balanced = pack.presets.preset_config("balanced")
+    """The error-reduction options of issue 14 point 2, one at a time, on the balanced preset, on its ratio 0.7
+    variant (about 1.5x) and with the structure phase over every step (switch 1, past 1.5x)."""
+    balanced = sweep_base(pack)
     bases = {"balanced": balanced, "r=0.7": balanced.replace(ratio=0.7, deviation=0.28)}
-    bases.update({f"{name} start=0.2": config.replace(start=0.2) for name, config in list(bases.items())})
     bases["r=0.7 switch=1.0"] = bases["r=0.7"].replace(switch=1.0)
     settings = []
-    for base_name, base in bases.items():
-        for combo in IDEA_COMBOS:
-            changes = {k: v for idea in filter(None, combo.split("+")) for k, v in IDEAS[idea].items()}
-            name = f"ideas {base_name}" + (f" +{combo}" if combo else "")
-            settings.append(sdtm_setting(pack, name, "sdtm-ideas", base.replace(**changes), base=base_name,
-                                         ideas=combo))
+    for base_name in IDEA_BASES:
+        for idea, changes in IDEAS.items():
+            settings.append(sdtm_setting(pack, f"ideas {base_name} +{idea}", "sdtm-ideas",
+                                         bases[base_name].replace(**changes), base=base_name, ideas=idea))
+        if base_name != "r=0.7":  # the sweeps measure r=0.7 alone
+            settings.append(sdtm_setting(pack, f"ideas {base_name}", "sdtm-ideas", bases[base_name], base=base_name,
+                                         ideas=""))
     return settings
 
 
@@ -403,13 +409,13 @@ def run_lazy_sweep(run: Run, log, done: dict | None = None, thresholds=LAZY_THRE
 # Sampler variants and CPU timing
 # ------------------------------------------------------------------------------------------------
 def run_variants(pack, model, clip, settings_by_name: dict[str, Setting], variants: list[str], seeds: int,
-                 latent_hw, log) -> dict:
-    """The LazyCache sweep and the named settings again with other step counts / samplers (no tuning)."""
+                 latent_hw, log, thresholds=VARIANT_LAZY_THRESHOLDS) -> dict:
+    """LazyCache at ``thresholds`` and the named settings again with other step counts / samplers (no tuning)."""
     out = {}
     for variant in variants:
         sampler, scheduler, steps = variant.split("/")
         run = prepare_run(pack, model, clip, seeds, int(steps), latent_hw, sampler, scheduler)
-        rows = run_lazy_sweep(run, log)
+        rows = run_lazy_sweep(run, log, thresholds=thresholds)
         for setting in settings_by_name.values():
             rows.append(summary(measure_setting(run, setting), run))
             log(rows[-1])

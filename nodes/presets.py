@@ -14,11 +14,15 @@ FLOP_SIZE, FLOP_STEPS = 1024, 30
 
 # name -> (settings, what the preset is for, steps the FLOP model is stated at)
 _PRESETS: dict[str, tuple[SDTMConfig, str, int]] = {
-    "reference": (SDTMConfig(), "the official release's defaults", FLOP_STEPS),
-    "balanced": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3),
-                 "more merging than the reference, with its full steps and cache blending", FLOP_STEPS),
-    "fast": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=0, use_cache=False),
-             "the most speed, some loss of fidelity", FLOP_STEPS),
+    "reference": (SDTMConfig(), "the official release's defaults, to compare with the paper", FLOP_STEPS),
+    "quality": (SDTMConfig(ratio=0.7, deviation=0.28, switch=1.0, structure_attention="full", protect_every=3),
+                "the most fidelity: merging steps merge 2x2 windows for the MLP only, attention stays full length",
+                FLOP_STEPS),
+    "balanced": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3, proportional_attention=True),
+                 "more merging than the reference, with its full steps, cache blending and proportional attention",
+                 FLOP_STEPS),
+    "fast": (SDTMConfig(ratio=0.7, deviation=0.28, switch=1.0, protect_every=3),
+             "the most speed: every merging step merges 2x2 windows for attention and MLP", FLOP_STEPS),
     "turbo": (SDTMConfig(ratio=0.15, deviation=0.05, protect_every=0, use_cache=False),
               "for 4-8 step models (SD3.5-large-turbo): merges little, as few steps leave little to gain", 4),
 }
@@ -30,8 +34,10 @@ def settings_text(config: SDTMConfig) -> str:
     full = (f"every {config.protect_every}{'rd' if config.protect_every == 3 else 'th'} step full"
             if config.protect_every else "no full steps")
     cache = "with cache blending" if config.caches else "no cache"
+    extra = "".join(text for on, text in ((config.structure_attention == "full", ", full-length attention"),
+                                          (config.proportional_attention, ", proportional attention")) if on)
     return (f"ratio {config.ratio:g} +/- {config.deviation:g}, structure phase up to progress {config.switch:g}, "
-            f"{full}, {cache}")
+            f"{full}, {cache}{extra}")
 
 
 def flop_speedups(config: SDTMConfig, steps: int) -> list[float]:

@@ -103,7 +103,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("proportional_attention", "proportional_attention", bool, False,
          tooltip="In a shortened attention, add log(group size) to each merged key's logits, so a group of s "
                  "tokens draws the attention its s members would have drawn (ToMe's proportional attention). "
-                 "Text keys are unchanged."),
+                 "Text keys are unchanged. It is passed as an attention mask, with which PyTorch on a GPU cannot "
+                 "use its flash-attention kernel (the memory-efficient kernel runs instead)."),
     Knob("structure_attention", "structure_attention", str, "merged", choices=("merged", "full"),
          tooltip="merged: structure steps run attention on the collapsed windows (the paper). full: structure "
                  "steps keep attention at full length and merge only the MLP input, as detail steps do."),

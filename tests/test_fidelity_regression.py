@@ -1,11 +1,12 @@
 """Fidelity regression on the photo fixture (tests/fixtures/sdtm_photo_mmdit.safetensors, a small
-SD3-architecture MMDiT trained on photographs, docs/FIXTURE.md): the default preset of the SDTM node
-must keep its image close to the unmerged one, so a change that wrecks fidelity fails here.
+SD3-architecture MMDiT trained on photographs, docs/FIXTURE.md): every preset of the SDTM node must keep
+its image as close to the unmerged one as the committed benchmark found, so a change that wrecks fidelity
+fails here.
 
 Same model, prompts, sampler, size and metric as ``benchmarks/bench_fidelity.py`` (whose functions it
 uses), at its first three seeds. The floor is read from the committed benchmark result
-(docs/images/fixture_fidelity.json, written by ``python -m benchmarks.bench_fidelity``): the default
-preset's mean PSNR at these seeds there, less a margin, so rerunning the benchmark moves it too."""
+(docs/images/fixture_fidelity.json, written by ``python -m benchmarks.bench_fidelity``): each preset's mean
+PSNR at these seeds there, less a margin, so rerunning the benchmark moves it too."""
 import json
 from pathlib import Path
 
@@ -66,10 +67,15 @@ def test_fixture_is_an_sd3_model_to_comfyui(setup):
     assert metadata["clip_l_sha256"] == photo_codec.fixture_clip_digest()
 
 
-def test_default_preset_keeps_fidelity_on_the_photo_fixture(setup):
+def preset_names() -> list[str]:
+    from harness.comfy_env import load_pack
+    return list(load_pack().presets.PRESETS)
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_keeps_fidelity_on_the_photo_fixture(setup, preset):
     from harness.image_metrics import psnr
     pack, model, clip = setup
-    preset = pack.presets.DEFAULT_PRESET
     latent_hw = (bench.SIZE_PX // photo_codec.PIXELS_PER_LATENT,) * 2
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
     tokens = (latent_hw[0] // 2, latent_hw[1] // 2)

@@ -59,6 +59,8 @@ def test_preset_descriptions_state_the_presets_settings(pack):
         assert found and [float(g) for g in found.groups()] == [config.ratio, config.deviation, config.switch], text
         assert ("no full steps" in text) == (config.protect_every == 0), text
         assert ("with cache blending" in text) == config.caches, text
+        assert ("full-length attention" in text) == (config.structure_attention == "full"), text
+        assert ("proportional attention" in text) == config.proportional_attention, text
 
 
 def test_tooltip_and_presets_state_no_measured_figure(pack):
@@ -85,7 +87,7 @@ def test_the_tooltip_states_every_presets_computed_figures(pack):
     """Each preset's part of the tooltip (up to the next preset's name) holds the speedups computed here."""
     tooltip = next(i for i in pack.apply.define_schema().inputs if i.id == "preset").tooltip
     names = list(pack.presets.PRESETS)
-    assert set(names) == {"reference", "balanced", "fast", "turbo"}
+    assert set(names) == {"reference", "quality", "balanced", "fast", "turbo"}
     starts = [tooltip.index(f"{name}: ") for name in names]
     assert starts == sorted(starts)
     for name, begin, end in zip(names, starts, starts[1:] + [len(tooltip)]):
