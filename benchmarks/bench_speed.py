@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=10, help="steps of the schedule part")
     p.add_argument("--batch", type=int, default=1, help="latent batch (CFG doubles it)")
     p.add_argument("--cfg", type=float, default=4.5)
-    p.add_argument("--presets", default="reference,balanced,fast,turbo")
+    p.add_argument("--presets", default=None, help="comma separated (default: every preset)")
     p.add_argument("--no-tome", action="store_true", help="leave out the ToMe baseline")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -270,6 +270,7 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d")}
     print(f"# {meta}")
     rows = []
+    presets = [s for s in args.presets.split(",") if s] if args.presets else list(pack.presets.PRESETS)
     for name in args.models.split(","):
         base = build_model(name, args.depth, device, dtype)
         for res in (int(r) for r in args.res.split(",")):
@@ -277,7 +278,7 @@ def main(argv=None) -> int:
                 rows += block_part(pack, base, name, res, 2 * args.batch, args.ratio, args.repeat, device, dtype)
             if "schedule" in parts:
                 rows += schedule_part(pack, base, name, res, args.batch, args.steps, args.cfg,
-                                      [s for s in args.presets.split(",") if s], not args.no_tome, args.repeat, device)
+                                      presets, not args.no_tome, args.repeat, device)
             print(markdown([r for r in rows if r["model"] == name and r["res"] == res], meta), flush=True)
         del base
     if args.json:
