@@ -155,10 +155,11 @@ SIGMAS = [1.0, 0.75, 0.5, 0.0]  # a 3-step run: step 0 is protected (stores the 
 
 
 def phase_config(ops, phase: str, ratio: float, cache: bool):
-    """The node's default preset (balanced: full step every 3rd, cache blending) or, ``cache`` off, the
-    fast preset's no-cache path, at a fixed ratio; switch puts steps 1 and 2 of a 3-step run in ``phase``."""
+    """The node's default preset's path (balanced: full step every 3rd, cache blending, proportional
+    attention) or, ``cache`` off, the plain path without any of them, at a fixed ratio; switch puts steps 1
+    and 2 of a 3-step run in ``phase``."""
     return ops.SDTMConfig(ratio=ratio, deviation=0.0, switch=1.0 if phase == "structure" else 0.0,
-                          protect_every=3 if cache else 0, use_cache=cache)
+                          protect_every=3 if cache else 0, use_cache=cache, proportional_attention=cache)
 
 
 def started_probe(pack, base, phase: str | None, ratio: float, cache: bool, batch: int,

@@ -47,6 +47,7 @@ from ..sdtm_ops import (
     detail_partition,
     layout_key,
     percent_of_sigma,
+    proportional_bias,
     steps_before,
     tome_partition,
     window_partition,
@@ -460,10 +461,23 @@ class SDTMJointBlock:
                       run.cached(self.index, "mlp", call.layout, x))
             weight = run.constant(("cached_share", x.dtype), x.device, lambda: torch.full(
                 (), 1.0 - cfg.cache_fresh_weight, dtype=x.dtype, device=x.device))
-        merged = functions.detail if full_attention else functions.structure
-        img, txt, _ = merged(block, x, context, vec, prelude, part, cfg.merge_mode, cfg.proportional_attention, cached,
-                             cfg.cache_fresh_weight, weight, options)
+        if full_attention:
+            img, txt, _ = functions.detail(block, x, context, vec, prelude, part, cfg.merge_mode, cached,
+                                           cfg.cache_fresh_weight, weight, options)
+        else:
+            bias = self._attention_bias(call, part, context.shape[1], x.dtype) if cfg.proportional_attention else None
+            img, txt, _ = functions.structure(block, x, context, vec, prelude, part, cfg.merge_mode, bias, cached,
+                                              cfg.cache_fresh_weight, weight, options)
         return {"img": img, "txt": txt}
+
+    @staticmethod
+    def _attention_bias(call: CallContext, part, text_tokens: int, dtype: torch.dtype) -> torch.Tensor:
+        """Proportional attention's logit bias [B, 1, M + G]. A window partition's group sizes are the same at
+        every call with the same count (1 per singleton, k*k per window), so its bias is made once per run."""
+        if call.merge.kind != "window":
+            return proportional_bias(part, text_tokens, dtype)
+        key = ("proportional_bias", part.batch, part.num_groups, part.num_singletons, text_tokens, dtype)
+        return call.run.constant(key, part.rows.device, lambda: proportional_bias(part, text_tokens, dtype))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import comfy.patcher_extension
 import torch
 from comfy.ldm.modules.diffusionmodules import mmdit as comfy_mmdit
 
-from ..sdtm_ops import Partition, blend_with_cache, cached_share, merge_tokens, proportional_bias, unmerge_tokens
+from ..sdtm_ops import Partition, blend_with_cache, cached_share, merge_tokens, unmerge_tokens
 
 # The host's settings of torch.compile (TorchCompileModel: comfy_api.torch_helpers.set_torch_compile_wrapper)
 # and the key of its APPLY_MODEL wrapper, both in a ModelPatcher's model_options.
@@ -54,15 +54,16 @@ def block_prelude(xb, x: torch.Tensor, vec: torch.Tensor) -> tuple[dict, torch.T
 
 
 def merged_joint_block(block, x: torch.Tensor, context: torch.Tensor, vec: torch.Tensor, prelude: tuple,
-                       part: Partition | None, attn_part: Partition | None, mode: str, proportional: bool,
+                       part: Partition | None, attn_part: Partition | None, mode: str, bias: torch.Tensor | None,
                        cached: tuple[torch.Tensor | None, torch.Tensor | None], fresh_weight: float,
                        cached_weight: torch.Tensor | None, keep_outputs: bool, options: dict):
     """The joint block after :func:`block_prelude`: the image tokens x [B, N, C] enter the attention merged
     by ``attn_part`` and the MLP merged by ``part`` (None: unmerged); each branch output is unmerged before
-    it joins the full-length residual. ``proportional``: a merged key's logits get log(its group size)
-    (:func:`~sdtm_ops.merge.proportional_bias`). ``cached`` (attention, MLP) [B, N, C] or None: the cached outputs
-    that the merged tokens of each branch are blended with (:func:`~sdtm_ops.merge.blend_with_cache`, weight
-    ``fresh_weight`` of the fresh value), ``cached_weight`` the 0-dim tensor ``1 - fresh_weight``.
+    it joins the full-length residual. ``bias`` [B, 1, M + G] or None: added to the attention logits of the
+    M text and G merged image keys (proportional attention: :func:`~sdtm_ops.merge.proportional_bias`).
+    ``cached`` (attention, MLP) [B, N, C] or None: the cached outputs that the merged tokens of each branch
+    are blended with (:func:`~sdtm_ops.merge.blend_with_cache`, weight ``fresh_weight`` of the fresh value),
+    ``cached_weight`` the 0-dim tensor ``1 - fresh_weight``.
     Returns (img [B, N, C], txt [B, M, C] or None for the last block, the unmerged branch outputs
     (attention, MLP) before blending when ``keep_outputs``, else None)."""
     cb, xb = block.context_block, block.x_block
@@ -72,17 +73,15 @@ def merged_joint_block(block, x: torch.Tensor, context: torch.Tensor, vec: torch
     ctx_qkv, ctx_intermediates = cb.pre_attention(context, vec)
     q, k, v = xb.attn.pre_attention(merge_tokens(xn, attn_part, mode))
     n_txt = ctx_qkv[0].shape[1]
-    sized = proportional and attn_part is not None
     attn = attention(torch.cat((ctx_qkv[0], q), dim=1), torch.cat((ctx_qkv[1], k), dim=1),
-                     torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads,
-                     mask=proportional_bias(attn_part, n_txt, q.dtype) if sized else None, transformer_options=options)
+                     torch.cat((ctx_qkv[2], v), dim=1), heads=xb.attn.num_heads, mask=bias, transformer_options=options)
     context_out = None if cb.pre_only else cb.post_attention(attn[:, :n_txt], *ctx_intermediates)
     attn_out = mods["gate_msa"].unsqueeze(1) * xb.attn.post_attention(attn[:, n_txt:])
     if xb.x_block_self_attn:
         xn2 = modulate(x_norm, mods["shift_msa2"], mods["scale_msa2"])
         q2, k2, v2 = xb.attn2.pre_attention(merge_tokens(xn2, attn_part, mode))
         attn2 = attention(q2, k2, v2, heads=xb.attn2.num_heads, transformer_options=options,
-                          mask=proportional_bias(attn_part, 0, q2.dtype) if sized else None)
+                          mask=None if bias is None else bias[..., n_txt:])
         attn_out = attn_out + mods["gate_msa2"].unsqueeze(1) * xb.attn2.post_attention(attn2)
     attn_out = unmerge_tokens(attn_out, attn_part)
     share = cached_share(part, cached_weight, x.dtype) if cached_weight is not None and part is not None else None
@@ -109,21 +108,20 @@ def full_joint_block(block, x: torch.Tensor, context: torch.Tensor, vec: torch.T
 # (plain, dual attention, last), with or without a cache to blend.
 def store_joint_block(block, x, context, vec, prelude, mode, options):
     """A full-length block whose branch outputs are kept for the cache (a protected step)."""
-    return merged_joint_block(block, x, context, vec, prelude, None, None, mode, False, (None, None), 1.0, None, True,
+    return merged_joint_block(block, x, context, vec, prelude, None, None, mode, None, (None, None), 1.0, None, True,
                               options)
 
 
-def structure_joint_block(block, x, context, vec, prelude, part, mode, proportional, cached, fresh_weight,
-                          cached_weight, options):
+def structure_joint_block(block, x, context, vec, prelude, part, mode, bias, cached, fresh_weight, cached_weight,
+                          options):
     """Attention and MLP merged by ``part`` (structure steps, ToMe)."""
-    return merged_joint_block(block, x, context, vec, prelude, part, part, mode, proportional, cached, fresh_weight,
+    return merged_joint_block(block, x, context, vec, prelude, part, part, mode, bias, cached, fresh_weight,
                               cached_weight, False, options)
 
 
-def detail_joint_block(block, x, context, vec, prelude, part, mode, proportional, cached, fresh_weight,
-                       cached_weight, options):
+def detail_joint_block(block, x, context, vec, prelude, part, mode, cached, fresh_weight, cached_weight, options):
     """Full attention, the MLP merged by ``part`` (detail steps; structure steps with full attention)."""
-    return merged_joint_block(block, x, context, vec, prelude, part, None, mode, proportional, cached, fresh_weight,
+    return merged_joint_block(block, x, context, vec, prelude, part, None, mode, None, cached, fresh_weight,
                               cached_weight, False, options)
 
 
