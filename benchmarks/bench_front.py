@@ -31,7 +31,14 @@ from typing import Callable
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, advanced_inputs, fixture_shape
-from benchmarks.front_report import analysis_table, draw_chart, front_lines, front_verdict, markdown_table
+from benchmarks.front_report import (
+    analysis_table,
+    draw_chart,
+    front_lines,
+    front_verdict,
+    markdown_table,
+    preset_dominance,
+)
 from harness.comfy_env import REPO, import_comfy, load_pack
 from photo_fixture import photo_codec
 from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
@@ -597,6 +604,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(analysis_table(data["results"]) + "\n")
             for line in front_lines(front_verdict(data["results"])):
                 print("  front: " + line)
+            for line in preset_dominance(data["results"]):
+                print("  preset: " + line)
+            for variant, result in data.get("variants", {}).items():
+                for line in front_lines(result["front"]):
+                    print(f"  {variant} front: " + line)
     draw_chart(results, args.chart)
     print(f"wrote {args.chart}")
     return results

@@ -76,6 +76,25 @@ def analysis_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+SDTM_ALONE = ("sdtm-preset", "sdtm-sweep", "sdtm-tuned", "sdtm-ideas", "analysis")
+
+
+def preset_dominance(rows: list[dict], model: str = "sd3-medium") -> list[str]:
+    """For each preset, the measured settings that dominate it (at least its estimated speedup and mean PSNR,
+    one of them higher): SDTM alone (any node setting), and SDTM stacked with LazyCache."""
+    key = f"speedup_{model}"
+    out = []
+    for p in (r for r in rows if r["family"] == "sdtm-preset"):
+        def beats(r):
+            return (r is not p and r[key] >= p[key] and r["psnr_mean"] >= p["psnr_mean"]
+                    and (r[key], r["psnr_mean"]) != (p[key], p["psnr_mean"]))
+        alone = [r["name"] for r in rows if r["family"] in SDTM_ALONE and beats(r)]
+        stacked = [r["name"] for r in rows if r["family"].startswith("stack") and beats(r)]
+        out.append(f"{p['name']} ({p[key]:.2f}x, {p['psnr_mean']:.2f} dB): "
+                   f"dominated by SDTM alone: {', '.join(alone) or 'none'}; by a stack: {', '.join(stacked) or 'none'}")
+    return out
+
+
 def front_lines(verdict: list[dict]) -> list[str]:
     out = []
     for v in verdict:
