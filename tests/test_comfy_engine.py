@@ -194,7 +194,7 @@ def test_run_report_node_gives_the_runs_statistics(engine):
     assert engine["executor"].success
     shown = engine["executor"].history_result["outputs"]["11"]["text"][0]
     report = json.loads(shown)
-    assert report["num_steps"] == 5 and report["config"]["ratio"] == 0.5
+    assert report["num_steps"] == 5 and report["config"]["ratio"] == load_pack().presets.preset_config("fast").ratio
     assert report["phases"]["structure"]["attn_tokens"] < report["phases"]["structure"]["tokens"]
     assert "FLOP-model speedup" in report["summary"]
 

@@ -74,7 +74,8 @@ CASES = [  # latent (H, W), batch, cfg
 @pytest.mark.parametrize("latent_hw,batch,cfg", CASES)
 def test_any_grid_batch_and_cfg(pack, models, latent_hw, batch, cfg):
     model = models["sd3-medium"]
-    patched = apply(pack, model, "fast")
+    # every step merges (no full steps): step 0 a structure step, the last a detail step
+    patched = advanced(pack, model, ratio=0.5, deviation=0.2, protect_steps_every=0, cache=False)
     h, w = math.ceil(latent_hw[0] / 2), math.ceil(latent_hw[1] / 2)
     with BlockProbe(patched, TEXT_TOKENS) as probe:
         out = sample(probe.model, latent_hw=latent_hw, batch=batch, cfg=cfg, steps=4)
@@ -181,7 +182,7 @@ def test_cache_is_freed_when_sampling_ends_and_when_it_fails(pack, models):
     sample(patched, steps=7)
     report = patched.model_options["transformer_options"]["sdtm"].last_report
     assert report["cache"]["stores"] > 0 and report["cache"]["peak_bytes"] > 0
-    no_cache = apply(pack, model, "fast")  # cache off: no per-block tensor is kept between steps
+    no_cache = apply(pack, model, "turbo")  # cache off: no per-block tensor is kept between steps
     sample(no_cache, steps=7)
     report = no_cache.model_options["transformer_options"]["sdtm"].last_report
     assert report["cache"]["stores"] == 0 and report["cache"]["peak_bytes"] == 0
