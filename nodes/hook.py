@@ -17,8 +17,9 @@ after modulation and before the qkv projection and the MLP, and unmerging each b
 before it is added to the full-length residual. Text tokens are never merged. Whenever a block
 does not merge (and keeps no cache) it calls the host's original block, so it is bit-identical.
 The block's arithmetic lives in :mod:`.joint_block`. Under ComfyUI's TorchCompileModel the bookkeeping and
-the partition run eagerly (``torch.compiler.disable``) and the merged block's arithmetic is compiled on its
-own with dynamic shapes, so a new token count at each step does not recompile anything.
+the partition run eagerly (``torch.compiler.disable``) and the block's arithmetic (merged, or unmerged in
+place of the original block) is compiled on its own with dynamic shapes, so a new token count at each step
+does not recompile anything.
 """
 from __future__ import annotations
 
