@@ -3,6 +3,7 @@ attention and full attention in the structure phase. (A third idea, deviation un
 dropped: docs/BENCHMARKS.md.)"""
 import pytest
 import torch
+from test_engine_partition import _partitions
 from test_engine_schedule import _NoHostSync
 
 from sdtm_ops import (
@@ -11,27 +12,17 @@ from sdtm_ops import (
     SDTMConfig,
     StepPlan,
     block_merge,
-    detail_merge_count,
-    detail_partition,
     merge_tokens,
     proportional_bias,
     schedule_cost,
-    structure_merge_count,
     token_grid,
     unmerge_tokens,
-    window_grid,
-    window_partition,
 )
 
 
 def _parts(x, h, w, ratio=0.5, seed=0):
-    B, N, _ = x.shape
-    grid = window_grid(h, w, 2)
-    prio = torch.randint(0, 6, (B, N), generator=torch.Generator().manual_seed(seed), dtype=torch.int32)
-    nw = structure_merge_count(N, ratio, 4, grid.num_windows, round_to=1)
-    nm = detail_merge_count(N, ratio, 3 * grid.num_windows, round_to=1)
-    return {"window": window_partition(x, grid, nw, prio, 0.05),
-            "detail": detail_partition(x, grid, nm, prio, torch.Generator().manual_seed(seed))}
+    """The window, detail and ToMe partitions of x (test_engine_partition's, without their group counts)."""
+    return {kind: part for kind, (part, _) in _partitions(x, h, w, ratio, seed).items()}
 
 
 def _x(batch, n, c=8, seed=0):
