@@ -144,6 +144,7 @@ def random_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> t
 # ------------------------------------------------------------------------------------------------
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "sdtm_photo_mmdit.safetensors"
 DEEP_FIXTURE = FIXTURE.with_name("sdtm_photo_mmdit_deep.safetensors")  # 8 joint blocks (docs/FIXTURE.md)
+DENSE_FIXTURE = FIXTURE.with_name("sdtm_photo_mmdit_dense.safetensors")  # the deep one at 64 x 64 tokens
 CLIP_SEED = 0  # the fixture learned the captions as encoded by harness.tiny_sd3.clip_l_state_dict(seed=0)
 _REGISTERED: dict[str, str] = {}
 

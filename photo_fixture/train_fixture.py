@@ -54,17 +54,26 @@ DEPTH = 3  # hidden = 64 * depth, heads = depth (SD3's rule, which ComfyUI's det
 # It trains for half the first fixture's steps, to fit one working session on 2 shared cores.
 DEEP_DEPTH, DEEP_BLOCKS, DEEP_STEPS = 2, 8, 3000
 POS_EMBED_MAX = 32  # token grids up to 32 x 32 (latents up to 64 x 64, images up to 128 x 128 pixels)
+# The dense fixture: the deep fixture fine-tuned at SD3's 1024x1024 token density (64 x 64 image tokens,
+# 256 x 256 pixels) mixed with 128-pixel crops so that it keeps the 32 x 32 size (docs/FIXTURE.md).
+DENSE_POS_EMBED_MAX = 64
+DENSE_CROPS = ((256, 2), (128, 4))
+DENSE_STEPS, DENSE_LR, DENSE_WARMUP = 2400, 3e-4, 100
 CONTEXT_DIM = 4096  # SD3's context width (CLIP-L's 768 padded, as CLIPLoader type "sd3" does)
 POOLED_DIM = 2048  # SD3's pooled width (CLIP-L 768 + CLIP-G 1280, zeros without CLIP-G)
 FIXTURE = photo_codec.FIXTURE
 DEEP_FIXTURE = photo_codec.DEEP_FIXTURE
+DENSE_FIXTURE = photo_codec.DENSE_FIXTURE
 LOSS_CSV = REPO / "tests" / "fixtures" / "sdtm_photo_mmdit_loss.csv"
 DEEP_LOSS_CSV = REPO / "tests" / "fixtures" / "sdtm_photo_mmdit_deep_loss.csv"
+DENSE_LOSS_CSV = REPO / "tests" / "fixtures" / "sdtm_photo_mmdit_dense_loss.csv"
 
 
 def checkpoint_path(log_path: Path) -> Path:
     """The training checkpoint beside the loss log (``--resume`` continues from it)."""
     return log_path.with_suffix(".checkpoint.pt")
+
+
 IMAGES = REPO / "docs" / "images"
 
 
@@ -86,6 +95,8 @@ class TrainConfig:
     bf16: bool = True
     threads: int = 1
     val_every: int = 250
+    pos_embed_max: int = POS_EMBED_MAX  # side of the position table (token grids up to that square)
+    init_from: str = ""  # sha256 of the fixture file the weights start from ("" = DiT initialisation)
     clip_seed: int = photo_codec.CLIP_SEED  # the random CLIP-L the captions are encoded with (recorded only)
     captions: tuple[str, ...] = field(default_factory=lambda: tuple(p.caption for p in photo_codec.PHOTOS))
 
@@ -93,17 +104,29 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------------
 # Model
 # ------------------------------------------------------------------------------------------------
-def build_model(generator: torch.Generator, depth: int = DEPTH, blocks: int = DEPTH) -> torch.nn.Module:
+def position_table(hidden: int, size: int) -> torch.Tensor:
+    """The fixtures' fixed 2-D sin-cos position table [size * size, hidden] (ComfyUI's
+    ``get_2d_sincos_pos_embed_torch``). Every size keeps the spacing of the 32 x 32 table (positions
+    0 to 15 over 32 tokens) and widens the range around the same centre, as SD3's own table is used:
+    ComfyUI crops the centre of the table for smaller images, so the centre 32 x 32 of a 64 x 64 table
+    is the 32 x 32 table (up to float rounding; :func:`initial_weights` copies it in exactly)."""
+    from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed_torch
+    magnitude = 7.5 * (size - 1) / (POS_EMBED_MAX - 1)
+    return get_2d_sincos_pos_embed_torch(hidden, size, size, val_center=7.5, val_magnitude=magnitude)
+
+
+def build_model(generator: torch.Generator, depth: int = DEPTH, blocks: int = DEPTH,
+                pos_embed_max: int = POS_EMBED_MAX) -> torch.nn.Module:
     """The MMDiT class ComfyUI's SD3 model uses, with DiT-style initialisation: Xavier linear
     layers, zero biases, adaLN-Zero modulation and output layer, and a fixed 2-D sin-cos position
-    table (ComfyUI keeps ``pos_embed`` as a buffer)."""
+    table of ``pos_embed_max`` x ``pos_embed_max`` tokens (ComfyUI keeps ``pos_embed`` as a buffer)."""
     import comfy.ops
-    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper, get_2d_sincos_pos_embed_torch
+    from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
     model = OpenAISignatureMMDITWrapper(
         input_size=None, patch_size=2, in_channels=photo_codec.LATENT_CHANNELS,
         out_channels=photo_codec.LATENT_CHANNELS,
-        depth=depth, num_blocks=blocks, adm_in_channels=POOLED_DIM, pos_embed_max_size=POS_EMBED_MAX,
-        num_patches=POS_EMBED_MAX * POS_EMBED_MAX,
+        depth=depth, num_blocks=blocks, adm_in_channels=POOLED_DIM, pos_embed_max_size=pos_embed_max,
+        num_patches=pos_embed_max * pos_embed_max,
         context_embedder_config={"target": "torch.nn.Linear",
                                  "params": {"in_features": CONTEXT_DIM, "out_features": 64 * depth}},
         operations=comfy.ops.disable_weight_init)
@@ -121,9 +144,39 @@ def build_model(generator: torch.Generator, depth: int = DEPTH, blocks: int = DE
             if name.endswith("adaLN_modulation") or name.startswith("final_layer"):
                 for p in module.parameters():
                     p.zero_()
-        table = get_2d_sincos_pos_embed_torch(model.hidden_size, POS_EMBED_MAX, POS_EMBED_MAX)
-        model.pos_embed.copy_(table.reshape(model.pos_embed.shape))
+        model.pos_embed.copy_(position_table(model.hidden_size, pos_embed_max).reshape(model.pos_embed.shape))
     return model
+
+
+def initial_weights(fixture: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A trained fixture's weights as a state dict for ``model`` (float32): the same architecture,
+    with a position table as wide as the fixture's or wider. A wider table is the model's own
+    :func:`position_table` with the fixture's table copied exactly into its centre, so that at the
+    fixture's sizes the model starts as the fixture is."""
+    from safetensors.torch import load_file
+    stored = {k: v.float() for k, v in load_file(str(fixture)).items()}
+    own = model.state_dict()
+    if sorted(stored) != sorted(own):
+        raise ValueError(f"--init-from {fixture}: its weights do not match the model "
+                         f"(missing {sorted(set(own) - set(stored))[:3]}, extra {sorted(set(stored) - set(own))[:3]})")
+    wrong = [k for k in own if k != "pos_embed" and stored[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"--init-from {fixture}: another depth or block count ({wrong[0]}: "
+                         f"{tuple(stored[wrong[0]].shape)}, the model has {tuple(own[wrong[0]].shape)})")
+    old_side = round(stored["pos_embed"].shape[1] ** 0.5)
+    new_side = round(own["pos_embed"].shape[1] ** 0.5)
+    if new_side < old_side or (new_side - old_side) % 2:
+        raise ValueError(f"--init-from {fixture}: its position table is {old_side} x {old_side}; the model's "
+                         f"({new_side} x {new_side}) must be as wide or wider by an even number of tokens")
+    table = own["pos_embed"].clone().view(new_side, new_side, -1)
+    lo = (new_side - old_side) // 2
+    old_table = stored["pos_embed"].view(old_side, old_side, -1)
+    if not torch.allclose(table[lo:lo + old_side, lo:lo + old_side], old_table, atol=2e-3):
+        raise ValueError(f"--init-from {fixture}: its position table is not the centre of the model's "
+                         "(another table function)")
+    table[lo:lo + old_side, lo:lo + old_side] = old_table
+    stored["pos_embed"] = table.reshape(own["pos_embed"].shape)
+    return stored
 
 
 def fixture_state_dict(model: torch.nn.Module) -> dict:
@@ -220,13 +273,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train(config: TrainConfig, log_path: Path, checkpoint_every: int = 0, resume: bool = False,
-          stop_after: int | None = None) -> tuple[dict | None, list[dict]]:
+          stop_after: int | None = None, init_from: Path | None = None) -> tuple[dict | None, list[dict]]:
     """Train; return the EMA weights as the fixture state dict and the log rows (also written to
     ``log_path`` as CSV while training). With ``checkpoint_every`` > 0 the whole training state
     (weights, EMA, optimizer, RNG states) is saved beside the log every that many steps; with
     ``resume`` a run continues from that checkpoint, and the result is the same as an
     uninterrupted run's. ``stop_after`` ends the run after that many steps, as an interruption
-    would (returning no weights), so that resuming can be tested."""
+    would (returning no weights), so that resuming can be tested. ``init_from`` starts from a trained
+    fixture's weights (:func:`initial_weights`; ``config.init_from`` must be its sha256)."""
     import comfy.supported_models
     comfy_shift = comfy.supported_models.SD3.sampling_settings["shift"]
     if comfy_shift != config.shift:
@@ -239,8 +293,14 @@ def train(config: TrainConfig, log_path: Path, checkpoint_every: int = 0, resume
         raise ValueError(f"captions must name each of the {len(photos)} photos, got {len(config.captions)}")
     context, pooled = text_conditioning(list(config.captions) + [photo_codec.UNCONDITIONAL_PROMPT])
     cond_context, cond_pooled = context[:-1], pooled[:-1]
-    model = build_model(generator, config.depth, config.blocks)
-    ema = build_model(torch.Generator().manual_seed(config.seed), config.depth, config.blocks)
+    model = build_model(generator, config.depth, config.blocks, config.pos_embed_max)
+    ema = build_model(torch.Generator().manual_seed(config.seed), config.depth, config.blocks, config.pos_embed_max)
+    if (init_from is None) != (not config.init_from):
+        raise ValueError("init_from and config.init_from go together (the fixture file and its sha256)")
+    if init_from is not None:
+        if photo_codec.file_digest(init_from) != config.init_from:
+            raise ValueError(f"--init-from {init_from}: its sha256 is not the one in the training config")
+        model.load_state_dict(initial_weights(init_from, model))
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
     model.train()
@@ -398,48 +458,96 @@ def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, st
     grid.save(png)
 
 
+def parse_crops(text: str) -> tuple[tuple[int, int], ...]:
+    """``"256x2,128x4"`` -> ((256, 2), (128, 4)): crop pixels and batch, used on alternating steps."""
+    crops = []
+    for part in text.split(","):
+        size, _, batch = part.strip().partition("x")
+        if not (size.isdigit() and batch.isdigit()) or int(size) < 16 or int(size) % 16 or int(batch) < 1:
+            raise ValueError(f"--crops: {part!r} is not PIXELSxBATCH with pixels a multiple of 16 (at least 16) "
+                             "and batch at least 1, e.g. 256x2,128x4")
+        crops.append((int(size), int(batch)))
+    return tuple(crops)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--deep", action="store_true",
+                      help=f"the deep fixture: {DEEP_BLOCKS} joint blocks of width {64 * DEEP_DEPTH} (docs/FIXTURE.md)")
+    kind.add_argument("--dense", action="store_true",
+                      help=f"the dense fixture: the deep fixture with a {DENSE_POS_EMBED_MAX} x {DENSE_POS_EMBED_MAX} "
+                           f"position table, fine-tuned on {DENSE_CROPS} crops (docs/FIXTURE.md)")
     parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps (default {TrainConfig.steps}; {DEEP_STEPS} with --deep)")
+                        help=f"optimizer steps (default {TrainConfig.steps}; {DEEP_STEPS} with --deep, "
+                             f"{DENSE_STEPS} with --dense)")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--threads", type=int, default=TrainConfig.threads, help="torch CPU threads")
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak learning rate")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"peak learning rate (default {TrainConfig.lr}; {DENSE_LR} with --dense)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help=f"learning-rate warm-up steps (default {TrainConfig.warmup}; {DENSE_WARMUP} with --dense)")
+    parser.add_argument("--crops", type=str, default=None,
+                        help="crop pixels and batch per step, alternating, as PIXELSxBATCH,... "
+                             f"(default {TrainConfig.crops}; {DENSE_CROPS} with --dense)")
+    parser.add_argument("--pos-embed-max", type=int, default=None,
+                        help=f"side of the position table in tokens (default {POS_EMBED_MAX}; "
+                             f"{DENSE_POS_EMBED_MAX} with --dense); crops may be up to 8 x that many pixels")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from this fixture's weights (same depth and blocks; its position table "
+                             "becomes the centre of a wider one); --dense starts from the deep fixture")
+    parser.add_argument("--val-every", type=int, default=TrainConfig.val_every, help="validation every N steps")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the fixture, the log and the pictures "
                              "(default: tests/fixtures and docs/images)")
-    parser.add_argument("--deep", action="store_true",
-                        help=f"the deep fixture: {DEEP_BLOCKS} joint blocks of width {64 * DEEP_DEPTH} "
-                             "(docs/FIXTURE.md)")
     parser.add_argument("--checkpoint-every", type=int, default=250,
                         help="save the whole training state every N steps (0 = never)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside the loss log")
     parser.add_argument("--grid-only", action="store_true", help="only redraw the sample grid from the saved fixture")
     parser.add_argument("--no-grid", action="store_true", help="skip the sample grid")
     args = parser.parse_args(argv)
-    if args.steps is None:
-        args.steps = DEEP_STEPS if args.deep else TrainConfig.steps
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
+    defaults = {"steps": (TrainConfig.steps, DEEP_STEPS, DENSE_STEPS), "lr": (TrainConfig.lr,) * 2 + (DENSE_LR,),
+                "warmup": (TrainConfig.warmup,) * 2 + (DENSE_WARMUP,),
+                "crops": (TrainConfig.crops,) * 2 + (DENSE_CROPS,),
+                "pos_embed_max": (POS_EMBED_MAX,) * 2 + (DENSE_POS_EMBED_MAX,)}
+    which = 2 if args.dense else 1 if args.deep else 0
+    for name, values in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, values[which])
+    if args.dense and args.init_from is None:
+        args.init_from = DEEP_FIXTURE
+    try:
+        crops = parse_crops(args.crops) if isinstance(args.crops, str) else args.crops
+    except ValueError as error:
+        parser.error(str(error))
+    for name, value, low in (("--steps", args.steps, 1), ("--threads", args.threads, 1), ("--warmup", args.warmup, 0),
+                             ("--val-every", args.val_every, 1), ("--checkpoint-every", args.checkpoint_every, 0),
+                             ("--pos-embed-max", args.pos_embed_max, 2)):
+        if value < low:
+            parser.error(f"{name} must be at least {low}, got {value}")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
-    if args.threads < 1:
-        parser.error(f"--threads must be at least 1, got {args.threads}")
-    if args.checkpoint_every < 0:
-        parser.error(f"--checkpoint-every must be 0 or more, got {args.checkpoint_every}")
-    fixture_name = (DEEP_FIXTURE if args.deep else FIXTURE).name
-    log_name = (DEEP_LOSS_CSV if args.deep else LOSS_CSV).name
-    fixture = (FIXTURE.parent if args.out is None else args.out) / fixture_name
-    log_path = (LOSS_CSV.parent if args.out is None else args.out) / log_name
+    too_big = [size for size, _ in crops if size > 8 * args.pos_embed_max]
+    if too_big:
+        parser.error(f"--crops: {too_big[0]} pixels is {too_big[0] // 8} tokens a side, more than the "
+                     f"{args.pos_embed_max} x {args.pos_embed_max} position table (--pos-embed-max)")
+    if args.init_from is not None and not args.init_from.is_file():
+        parser.error(f"--init-from: no such fixture file {args.init_from}")
+    fixture, log_path = ((DENSE_FIXTURE, DENSE_LOSS_CSV) if args.dense else (DEEP_FIXTURE, DEEP_LOSS_CSV) if args.deep
+                         else (FIXTURE, LOSS_CSV))
+    if args.out is not None:
+        fixture, log_path = args.out / fixture.name, args.out / log_path.name
     images = IMAGES if args.out is None else args.out
-    prefix = "fixture_deep" if args.deep else "fixture"
+    prefix = "fixture_dense" if args.dense else "fixture_deep" if args.deep else "fixture"
     import_comfy()
     torch.set_num_threads(args.threads)
     if not args.grid_only:
-        depth, blocks = (DEEP_DEPTH, DEEP_BLOCKS) if args.deep else (DEPTH, DEPTH)
-        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr,
-                             depth=depth, blocks=blocks)
-        state_dict, rows = train(config, log_path, args.checkpoint_every, args.resume)
+        depth, blocks = (DEEP_DEPTH, DEEP_BLOCKS) if (args.deep or args.dense) else (DEPTH, DEPTH)
+        config = TrainConfig(steps=args.steps, seed=args.seed, threads=args.threads, lr=args.lr, warmup=args.warmup,
+                             depth=depth, blocks=blocks, crops=crops, val_every=args.val_every,
+                             pos_embed_max=args.pos_embed_max,
+                             init_from="" if args.init_from is None else photo_codec.file_digest(args.init_from))
+        state_dict, rows = train(config, log_path, args.checkpoint_every, args.resume, init_from=args.init_from)
         seconds = float(rows[-1]["seconds"])
         final_val = float(rows[-1]["val_loss_ema"])
         save_fixture(state_dict, fixture, config, seconds, final_val)

@@ -52,3 +52,76 @@ def test_the_deep_fixture_loads_with_its_eight_blocks_and_samples():
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
     latent = sample_fixture(model, 0, positive, negative, 2, (16, 16))
     assert latent.shape == (1, photo_codec.LATENT_CHANNELS, 16, 16) and torch.isfinite(latent).all()
+
+
+def test_a_wider_position_table_has_the_narrow_one_at_its_centre():
+    """The 64 x 64 table keeps the 32 x 32 table's spacing and centre: ComfyUI's centre crop of it for a
+    32 x 32 token grid is the 32 x 32 table (up to float rounding), and it reaches further out."""
+    import_comfy()
+    hidden = 64 * train_fixture.DEEP_DEPTH
+    narrow = train_fixture.position_table(hidden, train_fixture.POS_EMBED_MAX).view(32, 32, hidden)
+    wide = train_fixture.position_table(hidden, train_fixture.DENSE_POS_EMBED_MAX).view(64, 64, hidden)
+    assert (wide[16:48, 16:48] - narrow).abs().max() < 1e-5
+    assert (wide[:32, :32] - narrow).abs().max() > 0.1  # the corners are new positions, not the narrow table
+
+
+def test_init_from_the_deep_fixture_samples_at_32x32_tokens_as_the_deep_fixture_does(tmp_path):
+    """A 64 x 64-table model started from the deep fixture (before any training) gives, through
+    ComfyUI's detection and KSampler, the deep fixture's latent at 32 x 32 tokens bit for bit."""
+    from photo_fixture import photo_codec
+    from photo_fixture.sample import sample_fixture
+    import_comfy()
+    config = train_fixture.TrainConfig(depth=train_fixture.DEEP_DEPTH, blocks=train_fixture.DEEP_BLOCKS,
+                                       pos_embed_max=train_fixture.DENSE_POS_EMBED_MAX)
+    model = train_fixture.build_model(torch.Generator().manual_seed(0), config.depth, config.blocks,
+                                      config.pos_embed_max)
+    model.load_state_dict(train_fixture.initial_weights(photo_codec.DEEP_FIXTURE, model))
+    extended = tmp_path / "extended.safetensors"
+    train_fixture.save_fixture(train_fixture.fixture_state_dict(model), extended, config, 0.0, 0.0)
+    latents = []
+    for fixture in (photo_codec.DEEP_FIXTURE, extended):
+        unet, clip = photo_codec.load_fixture(fixture)
+        assert unet.model.diffusion_model.pos_embed_max_size == (32 if fixture != extended else 64)
+        positive = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[1].caption)
+        negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+        latents.append(sample_fixture(unet, 0, positive, negative, 2, (64, 64)))
+    assert torch.equal(latents[0], latents[1])
+
+
+def test_init_from_refuses_another_architecture(tmp_path):
+    import_comfy()
+    from photo_fixture import photo_codec
+    model = train_fixture.build_model(torch.Generator().manual_seed(0), train_fixture.DEPTH, train_fixture.DEPTH)
+    with pytest.raises(ValueError, match="do not match the model|another depth"):
+        train_fixture.initial_weights(photo_codec.DEEP_FIXTURE, model)
+    wide = train_fixture.build_model(torch.Generator().manual_seed(0), train_fixture.DEEP_DEPTH,
+                                     train_fixture.DEEP_BLOCKS, 33)
+    with pytest.raises(ValueError, match="wider by an even number"):
+        train_fixture.initial_weights(photo_codec.DEEP_FIXTURE, wide)
+
+
+def test_a_fine_tuning_run_resumes_bit_identically(tmp_path):
+    """From the deep fixture with a 64 x 64 table (the dense fixture's recipe at small crops): an
+    interrupted run resumed from its checkpoint ends with the uninterrupted run's weights and losses."""
+    from photo_fixture import photo_codec
+    import_comfy()
+    config = train_fixture.TrainConfig(steps=4, depth=train_fixture.DEEP_DEPTH, blocks=train_fixture.DEEP_BLOCKS,
+                                       pos_embed_max=train_fixture.DENSE_POS_EMBED_MAX, crops=((64, 2), (32, 2)),
+                                       val_every=2, warmup=1,
+                                       init_from=photo_codec.file_digest(photo_codec.DEEP_FIXTURE))
+    whole, whole_rows = train_fixture.train(config, tmp_path / "whole.csv", init_from=photo_codec.DEEP_FIXTURE)
+    log = tmp_path / "parts.csv"
+    train_fixture.train(config, log, checkpoint_every=2, stop_after=2, init_from=photo_codec.DEEP_FIXTURE)
+    resumed, resumed_rows = train_fixture.train(config, log, checkpoint_every=2, resume=True,
+                                                init_from=photo_codec.DEEP_FIXTURE)
+    assert [k for k in whole if not torch.equal(whole[k], resumed[k])] == []
+    assert [float(r["loss"]) for r in resumed_rows] == [float(r["loss"]) for r in whole_rows]
+    with pytest.raises(ValueError, match="sha256"):
+        train_fixture.train(config, tmp_path / "other.csv", init_from=photo_codec.FIXTURE)
+
+
+def test_crops_option_is_checked():
+    assert train_fixture.parse_crops("256x2,128x4") == ((256, 2), (128, 4))
+    for bad in ("256", "250x2", "256x0", "x2"):
+        with pytest.raises(ValueError, match="PIXELSxBATCH"):
+            train_fixture.parse_crops(bad)
