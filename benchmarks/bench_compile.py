@@ -77,7 +77,7 @@ def check(variant: str, steps: int, backend: str, preset: str) -> dict:
         out = sample(compiled, steps=steps, seed=seed)
         seconds = time.perf_counter() - started
         graphs = graphs_per_function(pack)
-        report = compiled.model_options["transformer_options"]["sdtm"].last_report
+        report = compiled.model_options["transformer_options"]["sdtm"].latest().report
         eager = sample(patched, steps=steps, seed=seed)
         runs.append({"seed": seed, "seconds": round(seconds, 2), "graphs": graphs,
                      "unique_graphs": torch._dynamo.utils.counters["stats"]["unique_graphs"],
@@ -116,7 +116,7 @@ def timings(res: int, depth: int, steps: int, preset: str, backend: str, repeat:
         first[name] = round(time.perf_counter() - started, 2)
     measured = interleaved({name: runner(model) for name, model in models.items()}, repeat, device)
     base_seconds = measured["unpatched eager"]["seconds"]
-    report = sdtm.model_options["transformer_options"]["sdtm"].last_report
+    report = sdtm.model_options["transformer_options"]["sdtm"].latest().report
     return {"model": "sd3-medium", "res": res, "depth": depth, "steps": steps, "preset": preset, "backend": backend,
             "repeat": repeat, "flop_speedup": report["flop_speedup"], "first_run_seconds": first,
             "seconds": {name: round(m["seconds"], 3) for name, m in measured.items()},

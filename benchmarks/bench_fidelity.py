@@ -125,7 +125,7 @@ def measure(pack, model, cases: list[Case], seeds: int, steps: int, latent_hw, c
         for case in cases:
             patched = patched_model(pack, model, case)
             image = photo_codec.decode(sample_fixture(patched, seed, positive, negative, steps, latent_hw))
-            report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
+            report = patched.model_options["transformer_options"][pack.hook.KEY].latest().report
             case.run_speedup.append(float(report["flop_speedup"]))
             case.psnr.append(float(psnr(image, reference)[0]))
             case.ssim.append(float(ssim(image, reference)[0]))

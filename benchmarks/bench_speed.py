@@ -190,12 +190,12 @@ def schedule_part(pack, base, name: str, res: int, batch: int, steps: int, cfg: 
     rows = []
     for k, m in models.items():
         report = m.model_options["transformer_options"].get(hook.KEY)
-        flop = report.last_report["flop_speedup"] if report else 1.0
+        flop = report.latest().report["flop_speedup"] if report else 1.0
         measured = t["unpatched"]["seconds"] / t[k]["seconds"]
         rows.append({"part": "schedule", "config": k, "model": name, "res": res, "steps": steps, "batch": batch,
                      "cfg": cfg, "seconds": t[k]["seconds"], "measured_speedup": measured, "flop_speedup": flop,
                      "efficiency": measured / flop, "peak_bytes": t[k]["peak_bytes"],
-                     "cache_peak_bytes": report.last_report["cache"]["peak_bytes"] if report else 0})
+                     "cache_peak_bytes": report.latest().report["cache"]["peak_bytes"] if report else 0})
     return rows
 
 

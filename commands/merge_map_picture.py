@@ -26,7 +26,9 @@ def merge_map_picture(preset: str, photo: str, seed: int, steps: int, size: int,
     pack = load_pack()
     captions = {p.name: p.caption for p in photo_codec.PHOTOS}
     model, clip = photo_codec.load_fixture()
-    patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
+    # in-process, no prompt tells the patch that a Merge Map reads it: opt in to keeping the maps
+    patched = pack.hook.patch_model(model, pack.presets.preset_config(preset), label=f"preset {preset}",
+                                    record_maps=True)
     positive = photo_codec.prompt_conditioning(clip, captions[photo])
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
     side = size // photo_codec.PIXELS_PER_LATENT

@@ -4,9 +4,11 @@
   replacement under ``patches_replace["dit"]``, plus three keyed wrappers:
 * OUTER_SAMPLE creates a :class:`~sdtm_ops.state.RunState` for each sampling run (counters, caches,
   the merge RNG seeded from the sampling seed), places the run on the model's sigma scale (progress as
-  ComfyUI's start/end percents; its first step within a schedule split over several samplers), keeps
-  its report under the fingerprint of the latent it produced, logs the summary and frees everything at
-  the end, also when sampling raises or is interrupted;
+  ComfyUI's start/end percents), keeps its report under the fingerprint of the latent it produced, logs
+  the summary and frees everything at the end, also when sampling raises or is interrupted. A run that
+  stops part-way (sigma above 0) leaves a read-only :class:`~sdtm_ops.state.RunCarry`; a run that starts
+  at that sigma from the very latent that run returned (a second KSamplerAdvanced, a refiner pass on the
+  same model) is its continuation and goes on from that state; any other run starts afresh;
 * PREDICT_NOISE gives each sampler evaluation (cond and uncond together, Heun's corrector included)
   the plan of its step;
 * APPLY_MODEL reads, once per model call, the latent's token grid and hands the blocks a
@@ -39,6 +41,7 @@ from ..sdtm_ops import (
     BlockMerge,
     MMDiTShape,
     Phase,
+    RunCarry,
     RunState,
     SDTMConfig,
     StepPlan,
@@ -140,31 +143,49 @@ class CallContext:
     w: int
     layout: tuple
     blocks: torch.nn.ModuleList
-    shape: MMDiTShape  # for the FLOP statistics
+    shape: MMDiTShape  # for the FLOP statistics (made once per run)
     stores: bool  # a protected step whose block outputs are kept for blending later
     functions: BlockFunctions = EAGER  # the merged block's arithmetic, compiled when the host compiles the model
     blocks_run: int = 0
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What is kept of a finished run: its report, and its merge maps ({"grid": (h, w), "groups":
+    {(step, block): [N]}}; None when the run kept none because no Merge Map reads this model)."""
+
+    report: dict
+    maps: dict | None
+
+
 class PatchInfo:
-    """Stored in the patched clone's transformer_options: the settings and the reports of its recent runs.
+    """Stored in the patched clone's transformer_options: the settings and what its recent runs left.
 
     Deep copies (ModelPatcher.clone deep-copies model_options) share this object, so a MODEL cloned
-    after the SDTM node (by a LoRA loader, say) still reports its runs here. Each run's report and merge
-    maps are kept under the fingerprint of the latent the run produced (:func:`latent_fingerprint`), so
-    the Run Report and the Merge Map find the run of the LATENT they are given; at most RUNS_KEPT runs.
+    after the SDTM node (by a LoRA loader, say) still reports its runs here. What is kept, all bounded:
+
+    * ``runs``: the last RUNS_KEPT runs' :class:`RunRecord`, under the fingerprint of the latent each
+      produced (:func:`latent_fingerprint`), so the Run Report and the Merge Map find the run of the LATENT
+      they are given; the newest is the last. Fingerprints of runs that dropped out are remembered
+      (FORGOTTEN_KEPT strings) only to say so.
+    * ``carries``: for the last CARRIES_KEPT runs that stopped part-way (last sigma above 0), the read-only
+      state a continuation starts from (:class:`~sdtm_ops.state.RunCarry`, on the CPU), under (last sigma,
+      fingerprint of the returned latent). A run ending at sigma 0 leaves none: nothing can continue it.
     """
 
     RUNS_KEPT = 8
+    CARRIES_KEPT = 2
+    FORGOTTEN_KEPT = 256
 
-    def __init__(self, config: SDTMConfig, label: str) -> None:
+    def __init__(self, config: SDTMConfig, label: str, record_maps: bool = False) -> None:
         self.config = config
         self.label = label
-        self.last_report: dict | None = None  # the most recent run, whichever sampler ran it
-        self.last_maps: dict | None = None  # {"grid": (h, w), "groups": {(step, block): [N]}}
-        self.runs: OrderedDict[str, tuple[dict, dict]] = OrderedDict()  # fingerprint -> (report, maps)
-        self.run_ends: OrderedDict[float, int] = OrderedDict()  # last sigma > 0 of a run -> its end step
-        self.warned_outside_run = False
+        self.record_maps = bool(record_maps)  # keep merge maps: only when a Merge Map will read them
+        self.runs: OrderedDict[str, RunRecord] = OrderedDict()
+        self.forgotten: OrderedDict[str, None] = OrderedDict()
+        self.carries: OrderedDict[tuple[float, str], RunCarry] = OrderedDict()
+        self.logged: set[str] = set()  # one-time log lines already written
+        self._unnamed_runs = 0
         self._compiled: dict[str, BlockFunctions] = {}  # the host's compile settings -> compiled functions
 
     def block_functions(self, model_options: dict) -> BlockFunctions:
@@ -182,25 +203,49 @@ class PatchInfo:
     def __deepcopy__(self, memo):
         return self
 
-    def record_run(self, fingerprint: str | None, report: dict, maps: dict) -> None:
-        self.last_report, self.last_maps = report, maps
-        if fingerprint is not None:
-            self.runs[fingerprint] = (report, maps)
-            self.runs.move_to_end(fingerprint)
-            while len(self.runs) > self.RUNS_KEPT:
-                self.runs.popitem(last=False)
+    def log_once(self, key: str, level: int, message: str, *args) -> None:
+        if key not in self.logged:
+            self.logged.add(key)
+            log.log(level, message, *args)
 
-    def run_of(self, samples: torch.Tensor) -> tuple[dict, dict] | None:
-        """(report, maps) of the run that produced the latent ``samples`` [B, C, H, W], or None."""
+    def record_run(self, fingerprint: str | None, record: RunRecord) -> None:
+        if fingerprint is None:  # no latent to find it by (an interrupted run): kept as the newest run only
+            self._unnamed_runs += 1
+            fingerprint = f"run {self._unnamed_runs} (no latent)"
+        self.forgotten.pop(fingerprint, None)
+        self.runs[fingerprint] = record
+        self.runs.move_to_end(fingerprint)
+        while len(self.runs) > self.RUNS_KEPT:
+            dropped, _ = self.runs.popitem(last=False)
+            self.forgotten[dropped] = None
+            while len(self.forgotten) > self.FORGOTTEN_KEPT:
+                self.forgotten.popitem(last=False)
+
+    def latest(self) -> RunRecord | None:
+        """The newest run of this model (whichever sampler ran it), or None."""
+        return next(reversed(self.runs.values()), None)
+
+    def run_of(self, samples: torch.Tensor) -> RunRecord | None:
+        """The run that produced the latent ``samples`` [B, C, H, W], or None."""
         return self.runs.get(latent_fingerprint(samples))
 
-    def record_end(self, last_sigma: float, end_step: int) -> None:
-        """A run that stopped at a sigma above 0 (KSamplerAdvanced with leftover noise): a later run that
-        starts at that sigma continues its schedule at ``end_step``."""
-        self.run_ends[last_sigma] = end_step
-        self.run_ends.move_to_end(last_sigma)
-        while len(self.run_ends) > self.RUNS_KEPT:
-            self.run_ends.popitem(last=False)
+    def keep_carry(self, last_sigma: float, fingerprint: str, carry: RunCarry) -> None:
+        key = (last_sigma, fingerprint)
+        self.carries[key] = carry
+        self.carries.move_to_end(key)
+        while len(self.carries) > self.CARRIES_KEPT:
+            self.carries.popitem(last=False)
+
+    def carry_for(self, first_sigma: float, latent) -> RunCarry | None:
+        """The carry of the run this one continues: one that stopped at ``first_sigma`` and returned exactly
+        ``latent``. The latent is read (one transfer) only when some kept run stopped at that sigma."""
+        if not any(sigma == first_sigma for sigma, _ in self.carries):
+            return None
+        return self.carries.get((first_sigma, latent_fingerprint(latent)))
+
+    @property
+    def carried_bytes(self) -> int:
+        return sum(carry.nbytes for carry in self.carries.values())
 
 
 def latent_fingerprint(samples) -> str | None:
@@ -212,22 +257,34 @@ def latent_fingerprint(samples) -> str | None:
     return f"{tuple(values.shape)}:{hashlib.sha1(values.numpy().tobytes()).hexdigest()}"
 
 
-def run_of_latent(model, samples, input_name: str) -> tuple[dict, dict]:
-    """(report, maps) of the sampling run of ``model`` that produced the LATENT ``samples``; a clear
-    error when the model carries no SDTM patch or did not produce that latent."""
+def run_of_latent(model, samples, input_name: str) -> RunRecord:
+    """The sampling run of ``model`` that produced the LATENT ``samples`` (the model's newest run when
+    ``samples`` is None); a clear error when the model carries no SDTM patch or that run is unknown."""
     info = model.model_options.get("transformer_options", {}).get(KEY)
     if info is None:
         raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
+    if samples is None:
+        found = info.latest()
+        if found is None:
+            raise ValueError("this SDTM-patched model has not sampled yet, so there is no run to show: connect "
+                             f"the sampler's LATENT to {input_name} (the node then runs after the sampler)")
+        return found
     latent = samples.get("samples") if isinstance(samples, dict) else None
-    found = info.run_of(latent) if latent is not None else None
-    if found is None:
-        known = [run[0].get("latent_shape") for run in info.runs.values()]
+    fingerprint = latent_fingerprint(latent) if latent is not None else None
+    found = info.runs.get(fingerprint) if fingerprint is not None else None
+    if found is not None:
+        return found
+    if fingerprint in info.forgotten:
         raise ValueError(
-            f"{input_name}: this LATENT was not produced by a sampling run of this SDTM-patched model, so the "
-            f"run it belongs to is unknown (the model's recent runs produced latents of shapes {known or 'none'}). "
-            f"Connect the LATENT output of the sampler that used this model, unchanged (not a denoised_output, "
-            f"an upscaled or an edited latent).")
-    return found
+            f"{input_name}: this LATENT comes from a sampling run of this SDTM-patched model that is no longer kept: "
+            f"the model keeps its last {info.RUNS_KEPT} runs, and {info.RUNS_KEPT} or more ran after it. Queue the "
+            f"prompt again, or put the report right after the sampler.")
+    known = [record.report.get("latent_shape") for record in info.runs.values()]
+    raise ValueError(
+        f"{input_name}: this LATENT was not produced by a sampling run of this SDTM-patched model, so the "
+        f"run it belongs to is unknown (the model's recent runs produced latents of shapes {known or 'none'}). "
+        f"Connect the LATENT output of the sampler that used this model, unchanged (not a denoised_output, "
+        f"an upscaled or an edited latent).")
 
 
 # Samplers that evaluate the model a second time within a step at the NEXT step's sigma (Heun's
@@ -254,14 +311,15 @@ def sigma_progress(model_sampling, schedule: list[float]) -> list[float]:
     return [percent_of_sigma(float(sigma), model_sampling.percent_to_sigma) for sigma in schedule]
 
 
-def _place_run(info: PatchInfo, guider, schedule: list[float]) -> tuple[list[float], int]:
+def _place_run(info: PatchInfo, guider, schedule: list[float], latent) -> tuple[list[float], int, RunCarry | None]:
     """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
-    SDTM changes it) and the index of its first step in the whole schedule."""
+    SDTM changes it), the index of its first step in the whole schedule, and the carry of the run it
+    continues (None: it starts afresh, its first step estimated from its first sigma)."""
     progress = sigma_progress(guider.model_patcher.get_model_object("model_sampling"), schedule)
-    first_step = info.run_ends.get(schedule[0])
-    if first_step is None:
-        first_step = steps_before(progress)
-    return progress[:-1], first_step
+    carry = info.carry_for(schedule[0], latent)
+    if carry is not None:
+        return progress[:-1], carry.end_step, carry.to(guider.model_patcher.load_device)
+    return progress[:-1], steps_before(progress), None
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -274,9 +332,10 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if len(schedule) < 2:  # no step to take (SplitSigmas at the last step): exactly as without SDTM
         return executor(*args, **kwargs)
     seed = arguments.get("seed")
-    progress, first_step = _place_run(info, guider, schedule)
+    progress, first_step, carry = _place_run(info, guider, schedule, arguments.get("latent_image"))
     run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress,
-                   first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")))
+                   first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")),
+                   carry=carry, record_maps=info.record_maps)
     guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
     guider.model_options["transformer_options"][RUN_KEY] = run
     guider.model_options["transformer_options"][FUNCTIONS_KEY] = info.block_functions(original_options)
@@ -288,17 +347,27 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         if run.started is not None:
             run.stats.wall_seconds = time.perf_counter() - run.started
         guider.model_options = original_options
+        fingerprint = latent_fingerprint(output) if output is not None else None
+        if fingerprint is not None and schedule[-1] > 0:  # stopped part-way: a later run may continue it
+            info.keep_carry(schedule[-1], fingerprint, run.carry(store_on=torch.device("cpu")))
         summary = run.stats.summary()
+        if info.carries:
+            summary += f"; kept for continuations {info.carried_bytes / 2**20:.1f} MiB"
         report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
-                  "first_step": run.first_step, "progress": [plan.progress for plan in run.plans], "seed": run.seed,
+                  "first_step": run.first_step, "continued": run.continued,
+                  "steps_run": sorted(run.stats.steps),
+                  "progress": [plan.progress for plan in run.plans], "seed": run.seed,
                   "sampler_corrector": run.corrector_sampler,
                   "latent_shape": list(output.shape) if isinstance(output, torch.Tensor) else None,
-                  "summary": summary, **run.stats.as_dict()}
-        maps = {"grid": run.map_grid, "groups": run.merge_maps()}
-        info.record_run(latent_fingerprint(output) if output is not None else None, report, maps)
-        if schedule[-1] > 0:
-            info.record_end(schedule[-1], run.first_step + run.num_steps)
-        log.info("SDTM %s, %d steps: %s", info.label, run.num_steps, summary)
+                  "summary": summary, "carried_bytes": info.carried_bytes, **run.stats.as_dict()}
+        maps = {"grid": run.map_grid, "groups": run.merge_maps()} if run.record_maps else None
+        info.record_run(fingerprint, RunRecord(report, maps))
+        if run.stats.model_calls and not run.stats.patched_calls:
+            log.warning("SDTM: no model call of this run went through SDTM's block patch, so nothing was merged: "
+                        "another node replaced every joint block, or ComfyUI %s applies patches_replace['dit'] "
+                        "differently from what SDTM was written for (please report it then).", comfyui_version())
+        log.info("SDTM %s, %d steps%s: %s", info.label, run.num_steps,
+                 f" (continuing from step {run.first_step})" if run.continued else "", summary)
         run.release()
 
 
@@ -329,10 +398,9 @@ def apply_model_wrapper(executor, *args, **kwargs):
     run: RunState | None = options.get(RUN_KEY)
     info: PatchInfo | None = options.get(KEY)
     if run is None:
-        if info is not None and not info.warned_outside_run:
-            info.warned_outside_run = True
-            log.warning("SDTM: the model was called outside a sampling run (no OUTER_SAMPLE), so it "
-                        "runs without merging for such calls.")
+        if info is not None:
+            info.log_once("outside run", logging.WARNING, "SDTM: the model was called outside a sampling run "
+                          "(no OUTER_SAMPLE), so it runs without merging for such calls.")
         return executor(*args, **kwargs)
 
     x, sigma = args[0], args[1]
@@ -343,8 +411,9 @@ def apply_model_wrapper(executor, *args, **kwargs):
     plan = run.active_plan if run.active_plan is not None else run.plan_at(float(sigma.reshape(-1)[0]))
     blocks = diffusion.joint_blocks
     chunks = tuple(options.get("cond_or_uncond", ()))
-    shape = MMDiTShape("model", len(blocks), diffusion.hidden_size,
-                       dual_attention_blocks=tuple(i for i, b in enumerate(blocks) if b.x_block.x_block_self_attn))
+    shape = run.constant(("shape", id(blocks)), None, lambda: MMDiTShape(
+        "model", len(blocks), diffusion.hidden_size,
+        dual_attention_blocks=tuple(i for i, b in enumerate(blocks) if b.x_block.x_block_self_attn)))
     merge = block_merge(run.config, plan, h, w)
     if merge.kind == "none" and plan.phase is not Phase.FULL:  # nothing to merge on this grid: a full step
         plan = dataclasses.replace(plan, phase=Phase.FULL, ratio=0.0)
@@ -359,11 +428,13 @@ def apply_model_wrapper(executor, *args, **kwargs):
         kwargs["transformer_options"] = options
     run.stats.model_calls += 1
     out = executor(*args, **kwargs)
-    if call.blocks_run == 0:  # some blocks may be replaced per call by others (skip-layer guidance)
-        raise RuntimeError(
-            f"SDTM: none of the {len(blocks)} joint blocks went through SDTM's block patch in this model "
-            f"call: ComfyUI {comfyui_version()} applies patches_replace['dit'] differently from what "
-            f"SDTM was written for, or another node replaced every block. Please report it.")
+    if call.blocks_run:
+        run.stats.patched_calls += 1
+    else:  # another node replaced every block for this call (skip-layer guidance): it ran unmerged
+        run.stats.bypassed_calls += 1
+        info.log_once("bypassed", logging.INFO, "SDTM: a model call ran none of the %d joint blocks through SDTM "
+                      "(skip-layer guidance, or another node's block patches for that call); such calls run "
+                      "unmerged.", len(blocks))
     return out
 
 
@@ -438,7 +509,7 @@ class SDTMJointBlock:
                 part = detail_partition(metric, grid, call.merge.count, priority, run.generator(metric.device))
             if part is not None:
                 run.update_priority(call.layout, part)
-        if part is not None:
+        if part is not None and run.record_maps:
             run.record_partition(call.plan.step, self.index, part, call.h, call.w)
         return part
 
@@ -489,11 +560,13 @@ _WRAPPERS = {comfy.patcher_extension.WrappersMP.OUTER_SAMPLE: outer_sample_wrapp
              comfy.patcher_extension.WrappersMP.APPLY_MODEL: apply_model_wrapper}
 
 
-def patch_model(model, config: SDTMConfig, label: str = "custom"):
+def patch_model(model, config: SDTMConfig, label: str = "custom", record_maps: bool = False):
     """A clone of ``model`` (a ComfyUI ModelPatcher) whose MMDiT joint blocks merge tokens with SDTM.
 
     The caller's model is never modified. A model already patched by SDTM has its earlier patch
     replaced (the later node wins). Raises UnsupportedModelError for anything but an SD3-family MMDiT.
+    ``record_maps``: each run keeps what it merged for the SDTM Merge Map (memory only a merge map uses;
+    the nodes turn it on when their prompt holds a Merge Map fed by this model).
     """
     diffusion = model.get_model_object("diffusion_model")
     check_supported(diffusion)
@@ -517,7 +590,7 @@ def patch_model(model, config: SDTMConfig, label: str = "custom"):
                     len(foreign), ", ".join(str(k[1]) for k in foreign[:8]))
     for i in range(len(diffusion.joint_blocks)):
         patched.set_model_patch_replace(SDTMJointBlock(i), "dit", "double_block", i)
-    patched.model_options["transformer_options"][KEY] = PatchInfo(config, label)
+    patched.model_options["transformer_options"][KEY] = PatchInfo(config, label, record_maps)
     for wrapper_type, wrapper in _WRAPPERS.items():
         patched.add_wrapper_with_key(wrapper_type, KEY, wrapper)
     return patched

@@ -128,20 +128,39 @@ def image_underlay(image: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(pixels[..., :3])
 
 
-def render_merge_map(maps: dict, report: dict, image: torch.Tensor | None, block: int, steps_spec: str,
+NOT_RECORDED = ("this run kept no merge map: it ran before a Merge Map read this model (for example the SDTM node "
+                "came from ComfyUI's cache of a prompt without one). The model's next run keeps one: queue again "
+                "with another seed or setting.")
+
+
+def report_grid(report: dict) -> tuple[int, int]:
+    """The run's token grid (h, w) from its latent's shape [B, C, H, W] (patch 2, padded)."""
+    shape = report.get("latent_shape")
+    if not shape or len(shape) != 4:
+        raise ValueError("the run produced no latent (it was interrupted): there is no merge map to draw")
+    return -(-shape[2] // 2), -(-shape[3] // 2)
+
+
+def render_merge_map(maps: dict | None, report: dict, image: torch.Tensor | None, block: int, steps_spec: str,
                      opacity: float, note: str = "") -> torch.Tensor:
-    """The merge-map picture as a ComfyUI IMAGE: [1, H, W, 3] float32 in [0, 1]."""
+    """The merge-map picture as a ComfyUI IMAGE: [1, H, W, 3] float32 in [0, 1]. ``maps`` None: the run
+    kept no map (the panels are untinted and say so); a run that merged nothing shows that."""
     if not 0.0 <= opacity <= 1.0:  # also NaN
         raise ValueError(f"opacity must be a number in [0, 1], got {opacity}")
-    grid, groups = maps["grid"], maps["groups"]
-    if not groups:
-        raise ValueError("the run merged no tokens (no merged step or block): nothing to show")
-    blocks = sorted({b for _, b in groups})
-    if block == -1:
-        block = blocks[len(blocks) // 2]
-    elif block not in blocks:
-        raise ValueError(f"block {block} merged no tokens in this run; blocks that merged: {blocks}")
-    merged_steps = sorted(s for s, b in groups if b == block)
+    groups = (maps or {}).get("groups") or {}
+    grid = (maps or {}).get("grid") or report_grid(report)
+    if groups:
+        blocks = sorted({b for _, b in groups})
+        if block == -1:
+            block = blocks[len(blocks) // 2]
+        elif block not in blocks:
+            raise ValueError(f"block {block} merged no tokens in this run; blocks that merged: {blocks}")
+        merged_steps = sorted(s for s, b in groups if b == block)
+    else:  # nothing to tint: show the run's steps as they ran
+        empty = NOT_RECORDED if maps is None else ("the run merged no tokens (ratio 0, or no merging step or "
+                                                   "block on this image): nothing is tinted")
+        note = f"{note}; {empty}" if note else empty
+        merged_steps = [s["step"] for s in report["steps"]]
     steps = pick_steps(steps_spec, merged_steps)
     first, last = report.get("first_step", 0), report.get("first_step", 0) + report["num_steps"] - 1
     unknown = [s for s in steps if not first <= s <= last]
@@ -160,7 +179,7 @@ def render_merge_map(maps: dict, report: dict, image: torch.Tensor | None, block
         info = by_step.get(s)
         title = f"step {s}: " + (f"{info['phase']}, attention {info['attn_tokens'] / info['tokens']:.0%}, "
                                  f"MLP {info['mlp_tokens'] / info['tokens']:.0%}" if info else "not run")
-        if g is None and info:
+        if g is None and info and maps is not None:
             title += " (nothing merged in this block)"
         pil = Image.new("RGB", (panel.shape[1], panel.shape[0] + TITLE), (0, 0, 0))
         pil.paste(Image.fromarray(panel), (0, TITLE))
@@ -176,8 +195,9 @@ def render_merge_map(maps: dict, report: dict, image: torch.Tensor | None, block
     for i, p in enumerate(panels):
         sheet.paste(p, ((i % cols) * pw, (i // cols) * ph))
     draw = ImageDraw.Draw(sheet)
-    _text(draw, (4, rows * ph + 2), f"{report['label']}, seed {report['seed']}, block {block}: merged groups "
-                                    f"tinted, one colour per group; FLOP-model speedup {report['flop_speedup']:.2f}x")
+    shown = f"block {block}: merged groups tinted, one colour per group" if groups else "no merged groups"
+    _text(draw, (4, rows * ph + 2), f"{report['label']}, seed {report['seed']}, {shown}; "
+                                    f"FLOP-model speedup {report['flop_speedup']:.2f}x")
     if note:
         _text(draw, (4, rows * ph + 18), note, fill=(255, 200, 80))
     sheet.paste(chart, (0, rows * ph + notes))
@@ -221,19 +241,13 @@ class SDTMMergeMap(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, block: int, steps: str, opacity: float, image=None, samples=None) -> io.NodeOutput:
-        if samples is not None:
-            report, maps = run_of_latent(model, samples, "samples")
-            note = ""
-        else:
-            info = model.model_options.get("transformer_options", {}).get(KEY)
-            if info is None:
-                raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
-            if info.last_report is None or info.last_maps is None:
-                raise ValueError("this SDTM-patched model has not been sampled yet: connect the sampler's LATENT "
-                                 "to samples so the map runs after sampling and shows that run")
-            report, maps = info.last_report, info.last_maps
+        record = run_of_latent(model, samples, "samples")
+        note = ""
+        if samples is None:
             note = ("samples not connected: this is the model's latest run, which may not be this image's; "
                     "connect the sampler's LATENT to samples")
             log.warning("SDTM Merge Map: %s", note)
-        picture = render_merge_map(maps, report, image, block, steps, opacity, note=note)
+        if record.maps is None:  # from now on this model's runs keep their map for this node
+            model.model_options["transformer_options"][KEY].record_maps = True
+        picture = render_merge_map(record.maps, record.report, image, block, steps, opacity, note=note)
         return io.NodeOutput(picture)

@@ -14,6 +14,38 @@ from .node_schema import CATEGORY, SEARCH_ALIASES, schema
 from .presets import DEFAULT_PRESET, PRESETS, preset_config, preset_tooltip
 
 SIMPLE_KNOBS = tuple(sorted((k for k in KNOBS if k.sdtm_position is not None), key=lambda k: k.sdtm_position))
+MERGE_MAP_NODE = "SDTM_MergeMap"
+# The prompt and the node's own id, to see whether a Merge Map reads this node's model (io.Hidden)
+PROMPT_INPUTS = [io.Hidden.prompt, io.Hidden.unique_id]
+
+
+def feeds_merge_map(prompt: dict | None, node_id: str | None) -> bool:
+    """Whether the API-format ``prompt`` has an SDTM Merge Map downstream of node ``node_id`` (through any
+    chain of links): then the patched model's runs keep their merge maps, otherwise they keep none."""
+    if not isinstance(prompt, dict) or node_id is None:
+        return False
+    consumers: dict[str, set[str]] = {}
+    for consumer, node in prompt.items():
+        for value in (node.get("inputs") or {}).values() if isinstance(node, dict) else ():
+            if isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[1], int):
+                consumers.setdefault(str(value[0]), set()).add(str(consumer))
+    seen, todo = set(), [str(node_id)]
+    while todo:
+        for consumer in consumers.get(todo.pop(), ()):
+            if consumer in seen:
+                continue
+            seen.add(consumer)
+            if prompt[consumer].get("class_type") == MERGE_MAP_NODE:
+                return True
+            todo.append(consumer)
+    return False
+
+
+def _records_maps(cls) -> bool:
+    """For an Apply node's execute: does its prompt hold a Merge Map fed by its MODEL? (False when called
+    outside ComfyUI's executor, which gives no prompt: such callers opt in with ``patch_model(record_maps=True)``.)"""
+    hidden = getattr(cls, "hidden", None)
+    return hidden is not None and feeds_merge_map(hidden.prompt, hidden.unique_id)
 
 
 def knob_input(knob: Knob, sdtm_node: bool = False) -> io.Input:
@@ -91,6 +123,7 @@ class SDTMApply(io.ComfyNode):
                 *(knob_input(knob, sdtm_node=True) for knob in SIMPLE_KNOBS),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens with SDTM.")],
+            hidden=PROMPT_INPUTS,
         )
 
     validate_inputs = _validator(("preset", *(k.input for k in SIMPLE_KNOBS if _needs_own_check(k))), sdtm_node=True)
@@ -112,7 +145,8 @@ class SDTMApply(io.ComfyNode):
             raise ValueError(problem)
         overrides = {KNOB_BY_INPUT[name].field: value for name, value in knobs.items()
                      if not (KNOB_BY_INPUT[name].preset_override and value < 0)}
-        return io.NodeOutput(patch_model(model, preset_config(preset, **overrides), label=f"preset {preset}"))
+        return io.NodeOutput(patch_model(model, preset_config(preset, **overrides), label=f"preset {preset}",
+                                         record_maps=_records_maps(cls)))
 
 
 class SDTMApplyAdvanced(io.ComfyNode):
@@ -131,6 +165,7 @@ class SDTMApplyAdvanced(io.ComfyNode):
                 *(knob_input(knob) for knob in KNOBS),
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens.")],
+            hidden=PROMPT_INPUTS,
         )
 
     validate_inputs = _validator(tuple(k.input for k in KNOBS if _needs_own_check(k)), sdtm_node=False)
@@ -145,7 +180,8 @@ class SDTMApplyAdvanced(io.ComfyNode):
         if problem:
             raise ValueError(problem)
         config = SDTMConfig(**{KNOB_BY_INPUT[name].field: value for name, value in knobs.items()})
-        return io.NodeOutput(patch_model(model, config, label=f"advanced {config.method}"))
+        return io.NodeOutput(patch_model(model, config, label=f"advanced {config.method}",
+                                         record_maps=_records_maps(cls)))
 
 
 class SDTMRunReport(io.ComfyNode):
@@ -164,15 +200,17 @@ class SDTMRunReport(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The MODEL output of an SDTM node (or a model cloned from it) "
                                                 "that the sampler used."),
-                io.Latent.Input("samples", tooltip="The sampler's output LATENT: the report is the run that "
-                                                   "produced it (several samplers may share one patched model)."),
+                io.Latent.Input("samples", optional=True,
+                                tooltip="The sampler's output LATENT: the report is the run that produced it "
+                                        "(several samplers may share one patched model). Without it, the model's "
+                                        "newest run."),
             ],
             outputs=[io.String.Output(display_name="report", tooltip="The run's statistics as JSON text.")],
         )
 
     @classmethod
-    def execute(cls, model, samples) -> io.NodeOutput:
-        report, _ = run_of_latent(model, samples, "samples")
+    def execute(cls, model, samples=None) -> io.NodeOutput:
+        report = run_of_latent(model, samples, "samples").report
         text = json.dumps(report, indent=1)
         return io.NodeOutput(text, ui={"text": [text], "summary": [readable_report(report)]})
 

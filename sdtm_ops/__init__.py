@@ -28,7 +28,7 @@ from .schedule import (
     step_plan,
     steps_before,
 )
-from .state import RunState, RunStats, StepStats, layout_key
+from .state import RunCarry, RunState, RunStats, StepStats, layout_key, tensor_bytes
 
 __all__ = [
     "SDTMConfig", "METHODS", "MERGE_MODES",
@@ -38,6 +38,6 @@ __all__ = [
     "Phase", "StepPlan", "BlockMerge", "progress_at", "percent_of_sigma", "steps_before", "ratio_at", "step_plan",
     "block_is_merged",
     "block_merge", "reference_config",
-    "RunState", "RunStats", "StepStats", "layout_key",
+    "RunCarry", "RunState", "RunStats", "StepStats", "layout_key", "tensor_bytes",
     "MMDiTShape", "MODEL_SHAPES", "token_grid", "block_flops", "StepCost", "ScheduleCost", "schedule_cost",
 ]

@@ -61,7 +61,8 @@ KNOBS: tuple[Knob, ...] = (
     Knob("ratio", "ratio", float, 0.3, low=0.0, high=1.0, step=0.01, sdtm_position=0, preset_override=True,
          sdtm_high=0.95,
          tooltip="Centre of the cosine ratio schedule: the fraction of image tokens merged away in the middle of "
-                 "sampling (ratio + deviation at the first step, ratio - deviation at the last). 0 turns merging off."),
+                 "sampling (ratio + deviation at the first step, ratio - deviation at the last). 0 turns merging off, "
+                 "whatever the deviation."),
     Knob("deviation", "deviation", float, 0.2, low=0.0, high=1.0, step=0.01,
          tooltip="Half-range of the schedule: ratio + deviation at the first step, ratio - deviation at the last "
                  "(clamped to 0..1)."),

@@ -56,7 +56,9 @@ def progress_at(step: int, num_steps: int) -> float:
 
 def ratio_at(config: SDTMConfig, progress: float) -> float:
     """The reference's cosine schedule: ratio + deviation at progress 0 falling to
-    ratio - deviation at progress 1, clamped to [0, 1]."""
+    ratio - deviation at progress 1, clamped to [0, 1]. Ratio 0 is off, whatever the deviation."""
+    if config.ratio <= 0.0:
+        return 0.0
     r = (config.ratio - config.deviation) + 2.0 * config.deviation * math.cos(math.pi / 2.0 * progress)
     return min(1.0, max(0.0, r))
 

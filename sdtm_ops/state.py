@@ -4,6 +4,11 @@ A :class:`RunState` is created when a sampling run starts and released when it e
 global. Counters and caches are keyed by the batch layout (which cond/uncond chunks a model call
 carries, its batch size and token count), so a call with another composition or shape can never
 read tensors of a different one.
+
+A run that stops part-way through its schedule (KSamplerAdvanced 0-4 of 8) hands a :class:`RunCarry` to
+its continuation (4-8 on the latent it returned): the counters, the cache and the merge RNG's state, so
+that the split run computes what the single run does. The carry is read-only; a continuation copies what
+it changes, so the same carry can start the same continuation again (a re-queued prompt).
 """
 from __future__ import annotations
 
@@ -16,7 +21,12 @@ from .config import SDTMConfig
 from .partition import Partition, WindowGrid, window_grid
 from .schedule import Phase, StepPlan, block_merge, step_plan
 
-__all__ = ["RunState", "RunStats", "StepStats", "layout_key"]
+__all__ = ["RunCarry", "RunState", "RunStats", "StepStats", "layout_key", "tensor_bytes"]
+
+
+def tensor_bytes(tensors) -> int:
+    """Bytes of the tensors (an iterable), from their shapes: no device read."""
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def layout_key(chunks: tuple[int, ...], batch: int, num_tokens: int) -> tuple:
@@ -54,6 +64,10 @@ class RunStats:
     cache_blends: int = 0
     cache_misses: int = 0  # merged blocks that found no cache of their layout: plain unmerge
     cache_bytes_peak: int = 0
+    state_bytes_peak: int = 0  # everything the run holds at once: cache, counters, merge-map tables
+    maps_bytes: int = 0  # the merge-map tables alone (0 unless a Merge Map reads the run)
+    patched_calls: int = 0  # model calls in which at least one joint block went through the patch
+    bypassed_calls: int = 0  # model calls whose joint blocks all bypassed the patch (skip-layer guidance, ...)
     wall_seconds: float = 0.0  # sampling, from the first model evaluation on (model loading excluded)
     first_evaluation_seconds: float = 0.0  # the first evaluation alone: compilation and warm-up land here
     evaluations: int = 0  # sampler model evaluations (cond and uncond together; Heun: two per step)
@@ -97,6 +111,8 @@ class RunStats:
             "flop_speedup": self.flop_speedup,
             "cache": {"stores": self.cache_stores, "blends": self.cache_blends,
                       "misses": self.cache_misses, "peak_bytes": self.cache_bytes_peak},
+            "memory": {"peak_bytes": self.state_bytes_peak, "merge_map_bytes": self.maps_bytes},
+            "bypassed_calls": self.bypassed_calls,
             "phases": {p.value: {"steps": steps, **counts(total)} for p, (steps, total) in self.phase_totals().items()},
             "steps": [{"step": k, "phase": s.phase.value, **counts(s)} for k, s in sorted(self.steps.items())],
         }
@@ -116,11 +132,38 @@ class RunStats:
         others = (self.wall_seconds - self.first_evaluation_seconds) / max(1, self.evaluations - 1)
         if self.evaluations > 1 and self.first_evaluation_seconds > 3 * others + 0.05:
             text += f" (the first model evaluation {self.first_evaluation_seconds:.2f} s: compilation or warm-up)"
+        if self.state_bytes_peak:
+            text += f"; state {self.state_bytes_peak / 2**20:.1f} MiB peak"
+            if self.maps_bytes:
+                text += f" (merge map {self.maps_bytes / 2**20:.1f} MiB)"
         if self.cache_stores:
-            text += (f"; cache {self.cache_bytes_peak / 2**20:.0f} MiB peak, {self.cache_blends} blends")
+            text += f", {self.cache_blends} cache blends"
         if self.cache_misses:
             text += f", {self.cache_misses} merged blocks without a cache of their batch layout (plain unmerge)"
         return text
+
+
+@dataclass(frozen=True)
+class RunCarry:
+    """The state a finished run hands to its continuation: the index of the step after its last
+    (``end_step``), the merge seed, the priority counters and blending cache by key, and the merge RNG's
+    state per device. Never changed after it is made: :class:`RunState` copies the counters it updates and
+    only replaces cache entries, so the same carry can start a continuation any number of times."""
+
+    end_step: int
+    seed: int
+    priority: dict
+    cache: dict
+    generator_states: dict
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes([*self.priority.values(), *self.cache.values(), *self.generator_states.values()])
+
+    def to(self, device: torch.device) -> RunCarry:
+        """The same carry with its counters and cache on ``device`` (once, as the continuation starts)."""
+        return RunCarry(self.end_step, self.seed, {k: v.to(device) for k, v in self.priority.items()},
+                        {k: v.to(device) for k, v in self.cache.items()}, self.generator_states)
 
 
 class RunState:
@@ -130,16 +173,24 @@ class RunState:
     run's first step in the whole schedule, for protected steps) place the run within a schedule that
     may be split over several samplers; by default the run is the whole schedule. ``corrector_sampler``:
     the sampler evaluates the model a second time at the NEXT step's sigma within a step (Heun).
+    ``carry``: the state of the run this one continues (its first step is then ``carry.end_step``, and
+    its counters, cache and merge RNG continue that run's). ``record_maps``: keep each step's grouping
+    for a merge map (off by default: it costs memory that only a merge map uses).
     """
 
     def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int,
-                 progress: list[float] | None = None, first_step: int = 0, corrector_sampler: bool = False) -> None:
+                 progress: list[float] | None = None, first_step: int = 0, corrector_sampler: bool = False,
+                 carry: RunCarry | None = None, record_maps: bool = False) -> None:
         if len(sample_sigmas) < 2:
             raise ValueError(f"a sampling run needs at least 2 sigmas, got {len(sample_sigmas)}")
         self.config = config
         self.num_steps = len(sample_sigmas) - 1
+        if carry is not None:
+            first_step, seed = carry.end_step, carry.seed
         self.first_step = int(first_step)
-        self.seed = int(seed if config.seed < 0 else config.seed) % (2**64)
+        self.continued = carry is not None
+        self.record_maps = bool(record_maps)
+        self.seed = int(seed if (config.seed < 0 or carry is not None) else config.seed) % (2**64)
         self._sigmas = [float(s) for s in sample_sigmas[:-1]]
         # ascending copy of the schedule without its final entry, for bisection
         self._sigmas_ascending = sorted(self._sigmas)
@@ -155,14 +206,20 @@ class RunState:
         self.started: float | None = None  # perf_counter at the first model evaluation
         self._evaluation: tuple[int, set] | None = None  # (local step, sigmas evaluated in it)
         self._generators: dict[str, torch.Generator] = {}
-        self._priority: dict[tuple, torch.Tensor] = {}
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._generator_states: dict[str, torch.Tensor] = {} if carry is None else dict(carry.generator_states)
+        # the carry's counters are copied (they are updated in place); its cache entries are only ever replaced
+        self._priority: dict[tuple, torch.Tensor] = {} if carry is None else {
+            k: v.clone() for k, v in carry.priority.items()}
+        self._cache: dict[tuple, torch.Tensor] = {} if carry is None else dict(carry.cache)
         self._grids: dict[tuple, WindowGrid] = {}
-        self._constants: dict[tuple, torch.Tensor] = {}
+        self._constants: dict[tuple, object] = {}
         self._merges: dict[tuple, bool] = {}
         self._maps: dict[tuple[int, int], torch.Tensor] = {}  # (step, block) -> [B, N] rows; sample 0's are groups
         self.map_grid: tuple[int, int] | None = None
         self.stats = RunStats()
+        self._cache_bytes = tensor_bytes(self._cache.values())
+        self._priority_bytes = tensor_bytes(self._priority.values())
+        self._note_memory()
 
     def merges_on(self, h: int, w: int) -> bool:
         """Whether any step of this run merges tokens on an h x w grid (if none does, protected
@@ -207,14 +264,19 @@ class RunState:
 
     # -- RNG, grids -------------------------------------------------------------------------
     def generator(self, device: torch.device) -> torch.Generator:
+        """The merge RNG on ``device``: seeded from the run's seed, or where the continued run left it."""
         key = str(device)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
+            generator = torch.Generator(device=device).manual_seed(self.seed)
+            if key in self._generator_states:
+                generator.set_state(self._generator_states[key])
+            self._generators[key] = generator
         return self._generators[key]
 
-    def constant(self, key: tuple, device: torch.device, make) -> torch.Tensor:
-        """A small tensor made once per run and device (blend weights and the like): no per-block
-        kernel launch or host-to-device copy for it."""
+    def constant(self, key: tuple, device: torch.device | None, make):
+        """A value made once per run (and device, unless None): blend weights and the like, so that no
+        block launches a kernel or copies to the device for it; also per-run Python values (the model's
+        shape)."""
         full_key = (*key, str(device))
         if full_key not in self._constants:
             self._constants[full_key] = make()
@@ -234,6 +296,8 @@ class RunState:
             _, batch, tokens = layout
             counter = torch.zeros(batch, tokens, dtype=torch.int32, device=device)
             self._priority[layout] = counter
+            self._priority_bytes += tensor_bytes([counter])
+            self._note_memory()
         return counter
 
     def update_priority(self, layout: tuple, part: Partition) -> None:
@@ -247,13 +311,18 @@ class RunState:
         """Keep the grouping of the first sample of the first call of this step and block: a reference
         to the partition's row table [B, N] (no copy, no kernel launch in the block; sample 0's rows are
         its groups), on the device until the run ends."""
-        if (step, block) in self._maps or self.map_grid not in (None, (h, w)):
+        if not self.record_maps or (step, block) in self._maps or self.map_grid not in (None, (h, w)):
             return
         self.map_grid = (h, w)
         self._maps[(step, block)] = part.rows
+        self.stats.maps_bytes += tensor_bytes([part.rows])
+        self._note_memory()
 
-    def merge_maps(self) -> dict[tuple[int, int], torch.Tensor]:
-        """The recorded groupings, moved to the CPU in one transfer: (step, block) -> [N] int64."""
+    def merge_maps(self) -> dict[tuple[int, int], torch.Tensor] | None:
+        """The recorded groupings, moved to the CPU in one transfer: (step, block) -> [N] int64; None when
+        the run did not record them (``record_maps`` off)."""
+        if not self.record_maps:
+            return None
         if not self._maps:
             return {}
         keys = list(self._maps)
@@ -262,9 +331,17 @@ class RunState:
 
     # -- blending cache ---------------------------------------------------------------------
     def store(self, block: int, branch: str, layout: tuple, value: torch.Tensor) -> None:
-        self._cache[(block, branch, layout)] = value
+        key = (block, branch, layout)
+        old = self._cache.get(key)
+        self._cache_bytes += tensor_bytes([value]) - (0 if old is None else tensor_bytes([old]))
+        self._cache[key] = value
         self.stats.cache_stores += 1
-        self.stats.cache_bytes_peak = max(self.stats.cache_bytes_peak, self.cache_bytes)
+        self.stats.cache_bytes_peak = max(self.stats.cache_bytes_peak, self._cache_bytes)
+        self._note_memory()
+
+    def _note_memory(self) -> None:
+        held = self._cache_bytes + self._priority_bytes + self.stats.maps_bytes
+        self.stats.state_bytes_peak = max(self.stats.state_bytes_peak, held)
 
     def cached(self, block: int, branch: str, layout: tuple, like: torch.Tensor) -> torch.Tensor | None:
         """The stored output of this block, branch and layout if it matches ``like`` in shape,
@@ -278,7 +355,19 @@ class RunState:
 
     @property
     def cache_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self._cache.values())
+        return self._cache_bytes
+
+    def carry(self, store_on: torch.device | None = None) -> RunCarry:
+        """The state a continuation of this run starts from (call it when the run has ended, before
+        :meth:`release`): its tensors, moved to ``store_on`` when given (the CPU, to free the
+        accelerator between the two parts), and the merge RNG's state."""
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            return t if store_on is None else t.to(store_on)
+        states = dict(self._generator_states)
+        states.update({key: g.get_state() for key, g in self._generators.items()})
+        return RunCarry(self.first_step + self.num_steps, self.seed,
+                        {k: keep(v) for k, v in self._priority.items()},
+                        {k: keep(v) for k, v in self._cache.items()}, states)
 
     def release(self) -> None:
         """Drop every tensor of the run (the statistics stay)."""

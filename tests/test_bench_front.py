@@ -42,7 +42,7 @@ def test_sdtm_counts_agree_with_sdtm_own_accounting(run):
     pack = run.pack
     setting = front.Setting("preset fast", "sdtm-preset", {}, front.sdtm_preset(pack, "fast"))
     row = front.summary(front.measure_setting(run, setting), run)
-    report = setting.model.model_options["transformer_options"][pack.hook.KEY].last_report
+    report = setting.model.model_options["transformer_options"][pack.hook.KEY].latest().report
     assert row["model_calls"] == report["model_calls"] == STEPS
     merged = [s for s in report["steps"] if s["mlp_tokens"] < s["tokens"]]
     assert merged, "the fast preset merged nothing at this size: the test checks nothing"

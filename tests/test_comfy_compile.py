@@ -44,7 +44,7 @@ def compiled_run(setup, order: str, steps: int) -> tuple[torch.Tensor, int, dict
         compile_wrapper(compiled, backend="eager")
         patched = sdtm(pack, compiled)
     out = sample(patched, steps=steps)
-    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    report = patched.model_options["transformer_options"]["sdtm"].latest().report
     assert report["flop_speedup"] > 1.0  # merging really happened
     return out, torch._dynamo.utils.counters["stats"]["unique_graphs"], graphs_per_function(pack)
 

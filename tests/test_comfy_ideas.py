@@ -68,7 +68,7 @@ def test_full_structure_attention_keeps_every_attention_at_full_length(pack, mod
     patched = advanced(pack, model, structure_attention="full")
     sample(patched, latent_hw=LATENT, steps=STEPS)
     info = patched.model_options["transformer_options"]["sdtm"]
-    structure = info.last_report["phases"]["structure"]
+    structure = info.latest().report["phases"]["structure"]
     assert structure["steps"] and structure["attn_tokens"] == structure["tokens"] > structure["mlp_tokens"]
 
 

@@ -141,7 +141,7 @@ def test_separate_cond_and_uncond_calls_keep_the_schedule(pack):
     progress = sigma_progress(model, steps)
     for s in range(steps):
         assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, progress=progress[s])}, s
-    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    report = patched.model_options["transformer_options"]["sdtm"].latest().report
     assert report["cache"]["misses"] == 0 and report["cache"]["blends"] > 0
 
 
@@ -163,7 +163,7 @@ def test_img2img_and_two_samplers_in_a_row(pack, models):
         progress = sigma_progress(model, steps, denoise)
         for s in range(steps):
             assert seen[s] == {_expected_tokens(h * w, h, w, s, steps, protect=0, progress=progress[s])}, (steps, s)
-    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    report = patched.model_options["transformer_options"]["sdtm"].latest().report
     assert report["num_steps"] == 8
 
 
@@ -180,11 +180,11 @@ def test_cache_is_freed_when_sampling_ends_and_when_it_fails(pack, models):
     model = models["sd3-medium"]
     patched = advanced(pack, model)
     sample(patched, steps=7)
-    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    report = patched.model_options["transformer_options"]["sdtm"].latest().report
     assert report["cache"]["stores"] > 0 and report["cache"]["peak_bytes"] > 0
     no_cache = apply(pack, model, "turbo")  # cache off: no per-block tensor is kept between steps
     sample(no_cache, steps=7)
-    report = no_cache.model_options["transformer_options"]["sdtm"].last_report
+    report = no_cache.model_options["transformer_options"]["sdtm"].latest().report
     assert report["cache"]["stores"] == 0 and report["cache"]["peak_bytes"] == 0
     assert report["flop_speedup"] > 1.0
 
@@ -244,7 +244,7 @@ def test_lora_weights_apply_under_sdtm(pack, models):
     assert torch.equal(a, b)
     assert not torch.equal(a, sample(apply(pack, model, "fast"), steps=4))
     # the LoRA'd clone reports its runs through the patch it inherited
-    assert sdtm_then_lora.model_options["transformer_options"]["sdtm"].last_report["num_steps"] == 4
+    assert sdtm_then_lora.model_options["transformer_options"]["sdtm"].latest().report["num_steps"] == 4
 
 
 def test_non_mmdit_model_gets_a_clear_error(pack):
@@ -268,7 +268,7 @@ def test_summary_reports_what_ran(pack, models, caplog):
     patched = advanced(pack, models["sd3-medium"])
     with caplog.at_level(logging.INFO, logger="SDTM"):
         sample(patched, latent_hw=(48, 48), steps=10)
-    report = patched.model_options["transformer_options"]["sdtm"].last_report
+    report = patched.model_options["transformer_options"]["sdtm"].latest().report
     phases = report["phases"]
     # progress on the sigma scale: step s of 10 (sgm_uniform) is at s/10, so switch 0.41 ends the
     # structure phase after step 4 (on the old s/(S-1) scale, after step 3)
@@ -293,5 +293,5 @@ def test_skip_layer_guidance_stacks_in_either_order(pack, models):
     a, b = sample(sdtm_then_slg, steps=4), sample(slg_then_sdtm, steps=4)
     assert torch.isfinite(a).all() and torch.equal(a, b)
     assert not torch.equal(a, sample(sdtm, steps=4))  # the guidance's extra calls took effect
-    report = slg_then_sdtm.model_options["transformer_options"]["sdtm"].last_report
+    report = slg_then_sdtm.model_options["transformer_options"]["sdtm"].latest().report
     assert report["model_calls"] > 4  # the sampler's calls plus skip-layer guidance's own

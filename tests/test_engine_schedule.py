@@ -159,12 +159,13 @@ def _merge_maps_after_sampling(sampling_seed: int, merge_seed: int = -1) -> dict
         start_percent=0.0, end_percent=1.0, window=2, priority_weight=0.05, protect_steps_every=0,
         protect_blocks_every=0, block_start=0, block_end=-1, cache=False, cache_fresh_weight=0.1, merge_mode="mean",
         merge_seed=merge_seed, round_to=8).args[0]
+    patched.model_options["transformer_options"]["sdtm"].record_maps = True  # in-process: no prompt to read
     latent = torch.randn(1, 16, 32, 32, generator=torch.Generator().manual_seed(5))
     nodes.common_ksampler(patched, sampling_seed, 6, 3.0, "euler", "sgm_uniform", conditioning(1, seed=11),
                           conditioning(1, seed=12), {"samples": latent}, disable_noise=True)
     info = patched.model_options["transformer_options"]["sdtm"]
-    assert info.last_report["seed"] == (sampling_seed if merge_seed < 0 else merge_seed)
-    return info.last_maps["groups"]
+    assert info.latest().report["seed"] == (sampling_seed if merge_seed < 0 else merge_seed)
+    return info.latest().maps["groups"]
 
 
 def test_the_samplers_seed_drives_the_merge_rng_unless_a_merge_seed_is_set():

@@ -90,7 +90,7 @@ def test_every_preset_keeps_fidelity_on_the_photo_fixture(setup, preset):
         reference = photo_codec.decode(sample_fixture(model, seed, positive, negative, bench.STEPS, latent_hw))
         patched = pack.apply.execute(model, preset, -1.0, 0.0, 1.0, -1.0).args[0]
         merged = photo_codec.decode(sample_fixture(patched, seed, positive, negative, bench.STEPS, latent_hw))
-        report = patched.model_options["transformer_options"][pack.hook.KEY].last_report
+        report = patched.model_options["transformer_options"][pack.hook.KEY].latest().report
         expected = pack.ops.schedule_cost(bench.fixture_shape(pack, model, clip), tokens,
                                           pack.presets.preset_config(preset), bench.STEPS,
                                           progress=report["progress"]).speedup

@@ -17,6 +17,7 @@ def run():
     nodes = import_comfy()
     model = tiny_model("sd3.5-medium", seed=4)
     patched = pack.advanced.execute(model, ratio=0.4, protect_steps_every=4, round_to=8).args[0]
+    patched.model_options["transformer_options"]["sdtm"].record_maps = True  # in-process: no prompt to read
     with BlockProbe(patched, 154) as probe:
         sample(probe.model, latent_hw=LATENT, steps=STEPS, cfg=3.0)
     info = patched.model_options["transformer_options"]["sdtm"]
@@ -25,8 +26,8 @@ def run():
 
 
 def test_recorded_partitions_are_what_the_blocks_ran(run):
-    groups = run["info"].last_maps["groups"]
-    assert run["info"].last_maps["grid"] == (H, W)
+    groups = run["info"].latest().maps["groups"]
+    assert run["info"].latest().maps["grid"] == (H, W)
     seen = {(c.step, c.block): c for c in run["probe"].calls}
     merged_steps = set()
     for (step, block), g in groups.items():
@@ -42,7 +43,7 @@ def test_recorded_partitions_are_what_the_blocks_ran(run):
 
 
 def test_merge_map_tints_exactly_the_merged_tokens(run):
-    groups = run["info"].last_maps["groups"]
+    groups = run["info"].latest().maps["groups"]
     block = 1
     steps = sorted({s for s, b in groups if b == block})
     chosen = [steps[0], steps[-1]]  # a structure step and a detail step
@@ -89,7 +90,7 @@ def test_merge_map_without_image_and_bad_inputs(run):
 
 def test_statistics_agree_with_the_blocks_and_the_flop_model(run):
     ops = run["pack"].ops
-    report = run["info"].last_report
+    report = run["info"].latest().report
     per_step = {s["step"]: s for s in report["steps"]}
     assert sorted(per_step) == list(range(STEPS))
     observed = {}
