@@ -288,7 +288,9 @@ class ComfyServer:
 
     def output_path(self, image: dict) -> Path:
         """Where an image that a history entry names lies on disk."""
-        base = {"output": self.dirs["output"], "temp": self.dirs["temp"], "input": self.dirs["input"]}[image["type"]]
+        # main.py puts its temp folder under --temp-directory ("<that>/temp"), unlike the output and input ones
+        base = {"output": self.dirs["output"], "temp": self.dirs["temp"] / "temp",
+                "input": self.dirs["input"]}[image["type"]]
         return base / image.get("subfolder", "") / image["filename"]
 
 

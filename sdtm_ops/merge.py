@@ -5,10 +5,16 @@ whole tensors: one scatter-mean to merge, one gather to unmerge, one lerp to ble
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .config import MERGE_MODES
 from .partition import Partition
+
+# PyTorch says once per process that index_reduce (the one-op scatter-mean below) "is in beta": a notice
+# for us, not for the user's console. Only that message is filtered; every other warning still shows.
+warnings.filterwarnings("ignore", message=r"index_reduce\(\) is in beta", category=UserWarning)
 
 __all__ = ["merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share", "proportional_bias"]
 

@@ -295,3 +295,30 @@ def test_skip_layer_guidance_stacks_in_either_order(pack, models):
     assert not torch.equal(a, sample(sdtm, steps=4))  # the guidance's extra calls took effect
     report = slg_then_sdtm.model_options["transformer_options"]["sdtm"].latest().report
     assert report["model_calls"] > 4  # the sampler's calls plus skip-layer guidance's own
+
+
+def test_skip_layer_guidance_over_every_block_runs_its_calls_unmerged(pack, models, caplog):
+    """Skip-layer guidance that skips every joint block (layers "0,1,2" of a 3-block model) bypasses SDTM in
+    its extra calls: they run unmerged with one log line, in either order of the two nodes, and sampling
+    goes on (it used to abort with "none of the joint blocks went through SDTM's block patch")."""
+    nodes = import_comfy()
+    slg = nodes.NODE_CLASS_MAPPINGS["SkipLayerGuidanceSD3"]
+    model = models["sd3-medium"]
+    layers = ",".join(str(i) for i in range(len(model.get_model_object("diffusion_model").joint_blocks)))
+    sdtm_then_slg = slg.execute(apply(pack, model, "fast"), layers, 3.0, 0.0, 1.0).args[0]
+    slg_then_sdtm = apply(pack, slg.execute(model, layers, 3.0, 0.0, 1.0).args[0], "fast")
+    with caplog.at_level(logging.INFO, logger="SDTM"):
+        a, b = sample(sdtm_then_slg, steps=4), sample(slg_then_sdtm, steps=4)
+    assert torch.isfinite(a).all() and torch.equal(a, b)
+    assert caplog.text.count("such calls run unmerged") == 2  # once per patched model
+    report = slg_then_sdtm.model_options["transformer_options"]["sdtm"].latest().report
+    assert report["bypassed_calls"] > 0 and report["flop_speedup"] > 1.0
+
+
+def test_ratio_zero_is_off_on_both_nodes(pack, models):
+    """Ratio 0 turns merging off whatever the deviation (SDTM Advanced keeps its default 0.2): bit-identical
+    to the unpatched model, as on the SDTM node."""
+    model = models["sd3-medium"]
+    unpatched = sample(model, steps=4)
+    assert torch.equal(sample(advanced(pack, model, ratio=0.0), steps=4), unpatched)
+    assert torch.equal(sample(apply(pack, model, "fast", ratio=0.0), steps=4), unpatched)

@@ -247,3 +247,23 @@ def test_bad_inputs_name_what_is_wrong():
         unmerge_tokens(x, part)
     with pytest.raises(ValueError, match="at least 1x1"):
         window_grid(0, 4)
+
+
+def test_the_index_reduce_beta_notice_stays_out_of_the_console_and_other_warnings_do_not():
+    """A fresh process that merges tokens prints no "index_reduce() is in beta" notice, and a warning of
+    its own still reaches stderr (the filter is that narrow)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("import warnings, torch\n"
+            "from sdtm_ops import merge_tokens, window_grid, window_partition\n"
+            "x = torch.randn(1, 16, 8)\n"
+            "part = window_partition(torch.randn(1, 16, 8), window_grid(4, 4, 2, 'cpu'), 2, None, 0.0)\n"
+            "merge_tokens(x, part)\n"
+            "torch.empty(4, 2).index_reduce_(0, torch.tensor([0, 1]), torch.ones(2, 2), 'mean')\n"
+            "warnings.warn('a warning of our own')\n")
+    done = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "a warning of our own" in done.stderr
+    assert "index_reduce" not in done.stderr

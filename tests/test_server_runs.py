@@ -8,6 +8,7 @@ import pytest
 
 from commands import workflow_api as wa
 from harness.comfy_server import PromptError, with_stand_ins
+from photo_fixture.photo_codec import load_saved_latent
 
 
 def base_prompt(models, tag: str) -> dict:
@@ -41,6 +42,7 @@ def test_two_samplers_on_one_model_get_their_own_report_and_map(server, models):
     assert (report_a["num_steps"], report_a["seed"], report_a["latent_shape"]) == (4, 42, [1, 16, 16, 16])
     (picture,) = run.history["outputs"]["MS"]["images"]
     assert server.output_path(picture).is_file()
+    assert report_b["memory"]["merge_map_bytes"] > 0  # a Merge Map reads this model: its runs keep their maps
 
     prompt["M"]["inputs"]["samples"] = ["A", 0]  # A's run under B's image: refused, not stretched
     with pytest.raises(PromptError) as caught:
@@ -50,6 +52,9 @@ def test_two_samplers_on_one_model_get_their_own_report_and_map(server, models):
 
 def test_split_sampling_gets_the_single_runs_plan(server, models):
     prompt = base_prompt(models, "split")
+    # the fast preset's own switch, spelt out: a new SDTM node output, not the one of an earlier prompt
+    # (ComfyUI's cache) whose Merge Map made its runs keep merge maps
+    prompt["2"]["inputs"]["switch_percent"] = 1.0
     common = {k: v for k, v in prompt["6"]["inputs"].items() if k not in ("seed", "denoise")}
     common.update(steps=8, noise_seed=3)
     prompt["S"] = {"class_type": "KSamplerAdvanced", "inputs": {
@@ -63,13 +68,51 @@ def test_split_sampling_gets_the_single_runs_plan(server, models):
         prompt[f"R{nid}"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["2", 0], "samples": [nid, 0]}}
     for unused in ("6", "7", "8", "9"):
         del prompt[unused]
+    for nid in ("S", "P2"):
+        prompt[f"L{nid}"] = {"class_type": "SaveLatent", "inputs": {"samples": [nid, 0],
+                                                                     "filename_prefix": f"sdtm_split/{nid}"}}
     run = server.run_prompt(prompt, timeout=600)
     single, first, second = (json.loads(run.texts(f"R{nid}")[0]) for nid in ("S", "P1", "P2"))
     plan = {s["step"]: (s["phase"], s["attn_tokens"], s["mlp_tokens"]) for s in single["steps"]}
     parts = {s["step"]: (s["phase"], s["attn_tokens"], s["mlp_tokens"]) for s in first["steps"] + second["steps"]}
     assert (first["first_step"], second["first_step"]) == (0, 4) and parts == plan
+    assert (first["continued"], second["continued"]) == (False, True)
     summary = run.history["outputs"]["RP2"]["summary"][0]
     assert summary.startswith("SDTM preset fast: 4 steps (4-7)")
+    # no Merge Map in this prompt: no run kept a merge map
+    assert [r["memory"]["merge_map_bytes"] for r in (single, first, second)] == [0, 0, 0]
+
+    def saved(history, nid):
+        (entry,) = history["outputs"][f"L{nid}"]["latents"]
+        return load_saved_latent(server.output_path(entry))
+    single_latent, split_latent = saved(run.history, "S"), saved(run.history, "P2")
+    assert float((split_latent - single_latent).abs().mean()) <= 1e-6
+
+    # Re-queued with a change that only the second part sees (its end step, clamped to 8 all the same):
+    # ComfyUI serves the first part from its cache and the second part continues it again.
+    prompt["P2"]["inputs"]["end_at_step"] = 10000
+    again = server.run_prompt(prompt, timeout=600)
+    assert "RP1" not in again.history["outputs"] or again.texts("RP1") == run.texts("RP1")
+    assert json.loads(again.texts("RP2")[0])["continued"]
+    assert float((saved(again.history, "P2") - single_latent).abs().mean()) <= 1e-6
+
+
+def test_the_ab_workflow_saves_both_images_with_merging_off(server, models):
+    """The shipped A/B workflow at ratio 0 (merging off): the Merge Map shows that nothing was merged
+    instead of failing the prompt, and both images are saved."""
+    prompt = with_stand_ins(wa.load_json(wa.API_DIR / "sdtm_ab_comparison.json"), models["tiny"], 128, 4,
+                            "ab ratio 0")
+    apply_id = next(nid for nid, node in prompt.items() if node["class_type"] == "SDTM_Apply")
+    prompt[apply_id]["inputs"]["ratio"] = 0.0
+    run = server.run_prompt(prompt, timeout=600)
+    saves = [nid for nid, node in prompt.items() if node["class_type"] in ("SaveImage", "PreviewImage")]
+    assert len(saves) == 3
+    for nid in saves:
+        (image,) = run.history["outputs"][nid]["images"]
+        assert server.output_path(image).is_file()
+    report = json.loads(next(run.texts(nid)[0] for nid, node in prompt.items()
+                             if node["class_type"] == "SDTM_RunReport"))
+    assert report["flop_speedup"] == 1.0 and report["memory"]["merge_map_bytes"] == 0
 
 
 def test_sampler_custom_advanced_with_no_step_left_is_a_no_op(server, models):
