@@ -54,6 +54,7 @@ class DemoModel:
     notes: list[str] = field(default_factory=list)
     rewire: Callable[[dict], dict] | None = None  # other loaders / outputs than the workflow's
     decode: Callable[[Path], Image.Image] | None = None  # a SaveLatent file -> picture (no VAE)
+    enlarge: int = 1  # the decoded picture is written this many times its size (nearest), to be seen
 
     def adapt(self, prompt: dict) -> dict:
         prompt = copy.deepcopy(prompt) if self.rewire is None else self.rewire(prompt)
@@ -136,8 +137,7 @@ def photo_model(work: Path, args) -> DemoModel:
         return prompt
 
     def decode(path: Path) -> Image.Image:
-        image = photo_codec.decode_to_pil(photo_codec.load_saved_latent(path))[0]
-        return image.resize((image.width * 4, image.height * 4), Image.NEAREST)  # 4x, to be seen
+        return photo_codec.decode_to_pil(photo_codec.load_saved_latent(path))[0]
 
     return DemoModel(
         name="photo fixture (a small SD3-architecture MMDiT trained on photographs, in the repository)",
@@ -145,7 +145,7 @@ def photo_model(work: Path, args) -> DemoModel:
                      f"scikit-image (docs/FIXTURE.md); prompt {caption!r}; its latents are 2x2-folded pixels, "
                      f"decoded without a VAE and shown 4x enlarged"),
         model_dirs={"diffusion_models": photo_codec.FIXTURE.parent, "text_encoders": clip.parent},
-        size=size, steps=args.steps, rewire=rewire, decode=decode,
+        size=size, steps=args.steps, rewire=rewire, decode=decode, enlarge=4,
         notes=[f"{pixels}x{pixels} pixel images (the fixture's size), cfg 4.5, the fixture's own prompt"])
 
 
@@ -226,7 +226,7 @@ def markdown(report: dict) -> str:
         f"- ComfyUI {r['comfyui_version']} ({r['device']}), workflow `{r['workflow']}`",
         f"- Model: {r['model']['name']}: {r['model']['description']}",
         *[f"- Note: {n}" for n in r["model"]["notes"]],
-        f"- {r['width']}x{r['height']}, {r['steps']} steps, seed {r['seed']}", "",
+        f"- {image_size(r)}, {r['steps']} steps, seed {r['seed']}", "",
         "| | without SDTM | with SDTM |", "|---|---|---|",
         f"| sampler (KSampler node) seconds, median (min-max) | {_spread(wo['sampler_seconds'])} | "
         f"{_spread(w['sampler_seconds'])} |",
@@ -245,6 +245,14 @@ def markdown(report: dict) -> str:
         "", f"SDTM's own summary: {r['sdtm_summary']}", "",
     ]
     return "\n".join(lines)
+
+
+def image_size(report: dict) -> str:
+    """The size of the pictures the sampler made and, where they are written enlarged, of the files shown."""
+    made = (report.get("generated_width", report["width"]), report.get("generated_height", report["height"]))
+    if made == (report["width"], report["height"]):
+        return f"{made[0]}x{made[1]}"
+    return f"{made[0]}x{made[1]} pixel images (shown enlarged to {report['width']}x{report['height']})"
 
 
 def _spread(t: dict) -> str:
@@ -301,15 +309,20 @@ def run_demo(args) -> dict:
         for prompt in (plain, with_sdtm):  # load, encode, decode once; the timed runs then only re-sample
             server.run_prompt(with_inputs(prompt, SAMPLERS, steps=2), timeout=args.timeout)
         runs = time_interleaved(server, {"without_sdtm": plain, "with_sdtm": with_sdtm}, sampler, args)
-        results = {}
+        results, made = {}, {}
         for label, repeats in runs.items():
             run = repeats[0]
             target = out / f"{label}.png"
             if model.decode is None:
                 shutil.copyfile(server.output_path(run.images()[-1]), target)
+                with Image.open(target) as picture:
+                    made[label] = picture.size
             else:
                 latents = [f for o in run.history.get("outputs", {}).values() for f in o.get("latents", [])]
-                model.decode(server.output_path(latents[-1])).save(target)
+                picture = model.decode(server.output_path(latents[-1]))
+                made[label] = picture.size
+                picture.resize((picture.width * model.enlarge, picture.height * model.enlarge),
+                               Image.NEAREST).save(target)
             results[label] = {"image": target.name,
                               "sampler_seconds": timing([r.node_seconds[sampler] for r in repeats]),
                               "prompt_seconds": timing([r.seconds for r in repeats])}
@@ -321,13 +334,16 @@ def run_demo(args) -> dict:
         server.stop()
     side_by_side(out / "without_sdtm.png", out / "with_sdtm.png", out / "comparison.png")
     images = load_images([out / "without_sdtm.png", out / "with_sdtm.png"])
-    latent = base[nodes_of(base, "EmptySD3LatentImage", "EmptyLatentImage")[0]]["inputs"]
+    with Image.open(out / "with_sdtm.png") as shown:  # the size the report names is that of what it shows
+        width, height = shown.size
     workflow = Path(args.workflow).resolve()
     report = {
         "comfyui_version": version, "device": device,
         "workflow": str(workflow.relative_to(REPO) if workflow.is_relative_to(REPO) else workflow),
         "model": {"source": source, "name": model.name, "description": model.description, "notes": model.notes},
-        "width": latent["width"], "height": latent["height"], "steps": steps, "seed": seed, "repeats": args.repeats,
+        "width": width, "height": height,  # of the images shown (with_sdtm.png, without_sdtm.png)
+        "generated_width": made["with_sdtm"][0], "generated_height": made["with_sdtm"][1],  # as the sampler made them
+        "steps": steps, "seed": seed, "repeats": args.repeats,
         "without_sdtm": results["without_sdtm"], "with_sdtm": results["with_sdtm"],
         "speedup": (results["without_sdtm"]["sampler_seconds"]["median"]
                     / results["with_sdtm"]["sampler_seconds"]["median"]),

@@ -6,11 +6,13 @@ import csv
 import hashlib
 import json
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 SETTINGS_FILE = "evaluate_settings.json"  # what a sample folder was made with; checked when resuming
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+CAPTION_FILE_KINDS = "a JSON list of {image_id, caption}, a COCO captions JSON or a PartiPrompts .tsv"
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -82,7 +84,7 @@ def _coco_longest_captions(data: dict, where: str) -> list[tuple[object, object]
 
 def _partiprompts(path: Path, where: str) -> list[tuple[object, object]]:
     """PartiPrompts TSV (columns Prompt, Category, Challenge, Note): image_id = row index from 0."""
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: a leading BOM is no part of the header
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))  # prompts keep their quotes
     if not rows or "Prompt" not in rows[0]:
         raise UsageError(f"{where}: a PartiPrompts TSV needs a header row with a 'Prompt' column")
@@ -94,18 +96,34 @@ def _partiprompts(path: Path, where: str) -> list[tuple[object, object]]:
     return [(index, row[column]) for index, row in enumerate(body)]
 
 
+def _check_caption_file(path: Path, where: str) -> None:
+    """Say what is wrong with a caption path that is no readable caption file: missing, a directory, not a
+    regular file (a device such as /dev/null, a pipe), or empty."""
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"{where}: no such file") from None
+    except OSError as error:
+        raise UsageError(f"{where}: cannot read it ({error.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{where}: is a directory, not a caption file ({CAPTION_FILE_KINDS})")
+    if not stat.S_ISREG(info.st_mode):
+        raise UsageError(f"{where}: is not a regular file (a caption file is {CAPTION_FILE_KINDS})")
+    if info.st_size == 0:
+        raise UsageError(f"{where}: is empty (a caption file is {CAPTION_FILE_KINDS})")
+
+
 def load_captions(path: str | Path) -> list[Prompt]:
     """Read a caption file: a JSON list of {"image_id", "caption"} (file order), a raw COCO
     captions_*.json (the longest caption per image, by image_id), or a PartiPrompts .tsv (row order,
     image_id = row index). Raises UsageError naming the file and the problem."""
     path = Path(path)
     where = f"--caption-path {path}"
-    if not path.is_file():
-        raise UsageError(f"{where}: no such file")
+    _check_caption_file(path, where)
     try:
         if path.suffix.lower() == ".tsv":
             return _prompts_from_pairs(_partiprompts(path, where), where)
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # a leading BOM (as some editors write) is ignored
             data = json.load(handle)
     except UnicodeDecodeError as error:
         raise UsageError(f"{where}: not UTF-8 text ({error.reason} at byte {error.start})") from None

@@ -266,7 +266,7 @@ def run_of_latent(model, samples, input_name: str) -> RunRecord:
     if samples is None:
         found = info.latest()
         if found is None:
-            raise ValueError("this SDTM-patched model has not sampled yet, so there is no run to show: connect "
+            raise ValueError("this SDTM-patched model has not been sampled yet, so there is no run to show: connect "
                              f"the sampler's LATENT to {input_name} (the node then runs after the sampler)")
         return found
     latent = samples.get("samples") if isinstance(samples, dict) else None

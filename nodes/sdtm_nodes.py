@@ -230,8 +230,15 @@ def _step_ranges(steps: list[int]) -> str:
 def readable_report(report: dict) -> str:
     """A few lines for people: the run, each phase's steps and token shares, speedup, wall time, cache."""
     first, count = report.get("first_step", 0), report["num_steps"]
-    lines = [f"SDTM {report['label']}: {count} steps ({_step_ranges(list(range(first, first + count)))}), "
-             f"seed {report['seed']}"]
+    scheduled = list(range(first, first + count))
+    ran = report.get("steps_run", scheduled)
+    head = f"SDTM {report['label']}: {count} steps ({_step_ranges(scheduled)})"
+    if report.get("continued"):
+        head += ", continuing the run that stopped at step " + str(first)
+    lines = [head + f", seed {report['seed']}"]
+    if ran != scheduled:  # dpm_fast / dpm_adaptive pick their own points within the schedule
+        lines.append(f"the sampler evaluated the model within steps {_step_ranges(ran) or 'none'} of the schedule "
+                     "(it chooses its own points)")
     for name, phase in report["phases"].items():
         if not phase["steps"]:
             continue
@@ -245,9 +252,13 @@ def readable_report(report: dict) -> str:
     lines.append(f"FLOP-model speedup {report['flop_speedup']:.2f}x")
     lines.append(f"wall {report['wall_seconds']:.2f} s (model loading excluded; first model evaluation "
                  f"{report.get('first_evaluation_seconds', 0.0):.2f} s)")
-    cache = report["cache"]
+    cache, memory = report["cache"], report.get("memory", {})
     lines.append(f"cache {cache['peak_bytes'] / 2**20:.1f} MiB peak, {cache['blends']} blends"
                  if cache["stores"] else "cache off")
+    if memory:
+        lines.append(f"state {memory['peak_bytes'] / 2**20:.1f} MiB peak (cache, counters, merge map "
+                     f"{memory['merge_map_bytes'] / 2**20:.1f} MiB); kept for continuations "
+                     f"{report.get('carried_bytes', 0) / 2**20:.1f} MiB")
     return "\n".join(lines)
 
 

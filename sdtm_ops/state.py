@@ -374,6 +374,7 @@ class RunState:
         self._cache.clear()
         self._maps.clear()
         self._priority.clear()
+        self._cache_bytes = self._priority_bytes = 0
         self._grids.clear()
         self._constants.clear()
         self._generators.clear()

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from benchmarks import bench_front as front
-from benchmarks import front_report
+from benchmarks import front_report, front_settings
 
 STEPS = 6
 LATENT_HW = (32, 32)  # 16 x 16 = 256 image tokens
@@ -40,7 +40,7 @@ def test_unpatched_counts_are_blocks_times_tokens_times_calls(run):
 
 def test_sdtm_counts_agree_with_sdtm_own_accounting(run):
     pack = run.pack
-    setting = front.Setting("preset fast", "sdtm-preset", {}, front.sdtm_preset(pack, "fast"))
+    setting = front_settings.Setting("preset fast", "sdtm-preset", {}, front_settings.sdtm_preset(pack, "fast"))
     row = front.summary(front.measure_setting(run, setting), run)
     report = setting.model.model_options["transformer_options"][pack.hook.KEY].latest().report
     assert row["model_calls"] == report["model_calls"] == STEPS
@@ -56,7 +56,7 @@ def test_sdtm_counts_agree_with_sdtm_own_accounting(run):
 
 def test_lazycache_skips_are_counted_as_lazycache_logs_them(run, caplog):
     caplog.set_level(logging.INFO)
-    setting = front.Setting("LazyCache 1.0", "lazycache", {}, front.lazycache(1.0))
+    setting = front_settings.Setting("LazyCache 1.0", "lazycache", {}, front_settings.lazycache(1.0))
     row = front.summary(front.measure_setting(run, setting), run)
     logged = [re.search(r"LazyCache - skipped (\d+)/(\d+) steps", r.getMessage()) for r in caplog.records]
     skipped = [(int(m.group(1)), int(m.group(2))) for m in logged if m]
@@ -70,7 +70,7 @@ def test_lazycache_skips_are_counted_as_lazycache_logs_them(run, caplog):
 
 def test_easycache_skips_nothing_on_sd3(run):
     """ComfyUI 0.3.75's EasyCache hooks the DIFFUSION_MODEL wrapper, which MMDiT never calls."""
-    setting = front.Setting("EasyCache 0.2", "easycache", {}, front.easycache(0.2))
+    setting = front_settings.Setting("EasyCache 0.2", "easycache", {}, front_settings.easycache(0.2))
     row = front.summary(front.measure_setting(run, setting), run)
     assert row["model_calls"] == STEPS and row["skipped_calls"] == 0
     assert row["psnr_min"] == float("inf")
@@ -89,3 +89,12 @@ def test_front_verdict_interpolates_along_lazycache():
     assert verdict["A"]["margin_db"] == pytest.approx(1.0) and not verdict["A"]["dominated"]
     assert verdict["A"]["lazycache_speedup_at_psnr"] == pytest.approx(1.6)
     assert verdict["B"]["margin_db"] == pytest.approx(-16.0) and verdict["B"]["dominated"]
+
+
+def test_the_front_benchmark_modules_keep_to_the_line_limit():
+    """No Python file over 600 lines: the front benchmark runs (bench_front), builds its settings (front_settings)
+    and reports (front_report) in modules of its own."""
+    for module in (front, front_settings, front_report):
+        lines = len(open(module.__file__, encoding="utf-8").read().splitlines())
+        assert lines <= 600, (module.__name__, lines)
+    assert front.Setting is front_settings.Setting and front.build_settings is front_settings.build_settings

@@ -183,6 +183,16 @@ def test_partiprompts_tsv_and_string_ids(tmp_path):
     assert [p.name for p in evaluate.load_captions(listing)] == ["cat-01", f"{42:012d}"]
 
 
+def test_caption_files_that_start_with_a_utf8_bom_are_read(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    tsv = tmp_path / "PartiPrompts.tsv"
+    tsv.write_bytes(bom + "Prompt\tCategory\tChallenge\tNote\na photo of a cat\tAnimals\tBasic\t\n".encode())
+    assert [(p.image_id, p.caption) for p in evaluate.load_captions(tsv)] == [(0, "a photo of a cat")]
+    listing = tmp_path / "captions.json"
+    listing.write_bytes(bom + json.dumps([{"image_id": 7, "caption": "a dog"}]).encode())
+    assert [(p.image_id, p.caption) for p in evaluate.load_captions(listing)] == [(7, "a dog")]
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, exit status 2, before any model loads
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +238,28 @@ def test_bad_input_fails_in_one_line_before_any_model_loads(setup, tmp_path):
             failures.append((name, result.returncode, result.stderr[-800:]))
     assert not failures
     assert not (tmp_path / "out").exists()  # no empty output folder is left behind
+
+
+def test_a_caption_path_that_is_no_caption_file_says_what_it_is_in_one_line(tmp_path):
+    not_a_model = tmp_path / "not-a-model.safetensors"
+    not_a_model.write_bytes(b"not a model")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "empty.json").write_bytes(b"")
+    good = {"--output-path": str(tmp_path / "out"), "--unet": str(not_a_model), "--clip": str(not_a_model),
+            "--vae": str(not_a_model), **dict(zip(SIZE[::2], SIZE[1::2]))}
+    cases = {  # caption path: text the error line must contain
+        str(tmp_path / "a-folder"): f"--caption-path {tmp_path / 'a-folder'}: is a directory, not a caption file (",
+        os.devnull: f"--caption-path {os.devnull}: is not a regular file (a caption file is ",
+        str(tmp_path / "empty.json"): f"--caption-path {tmp_path / 'empty.json'}: is empty (a caption file is ",
+    }
+    for caption_path, expected in cases.items():
+        args = [item for key, value in {"--caption-path": caption_path, **good}.items() for item in (key, value)]
+        result = run_cli("sample", *args)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (caption_path, result.returncode, result.stderr[-800:])
+        assert lines[0].startswith("python -m commands.evaluate: error:") and expected in lines[0], lines[0]
+        assert "a JSON list of {image_id, caption}, a COCO captions JSON or a PartiPrompts .tsv)" in lines[0]
+        assert not (tmp_path / "out").exists()  # stopped before the output folder (and any model)
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:

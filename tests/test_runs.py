@@ -174,6 +174,33 @@ def test_reports_of_two_samplers_on_one_model_stay_apart(pack, base):
     assert (shown_b["num_steps"], shown_b["seed"]) == (6, 5)
     with pytest.raises(ValueError, match="samples: this LATENT was not produced by a sampling run"):
         report_node.execute(patched, {"samples": a + 1.0})
+    assert json.loads(report_node.execute(patched).args[0])["seed"] == 5  # no samples: the newest run
+
+
+def test_a_run_that_dropped_out_of_the_kept_runs_is_named_so(pack, base):
+    patched = advanced(pack, base)
+    first = ksampler(patched, torch.zeros(1, 16, 16, 16), steps=2, seed=0)
+    for seed in range(1, 1 + info_of(patched).RUNS_KEPT):
+        ksampler(patched, torch.zeros(1, 16, 16, 16), steps=2, seed=seed)
+    report_node = import_comfy().NODE_CLASS_MAPPINGS["SDTM_RunReport"]
+    with pytest.raises(ValueError, match="no longer kept: the model keeps its last 8 runs"):
+        report_node.execute(patched, {"samples": first})
+
+
+@pytest.mark.parametrize("sampler", ["dpm_fast", "dpm_adaptive"])
+def test_samplers_that_pick_their_own_points_report_the_steps_they_ran(pack, base, sampler):
+    """dpm_fast / dpm_adaptive evaluate the model at points of their own within the schedule: the report
+    lists the schedule's steps and, apart, the steps whose sigmas the model was evaluated at."""
+    patched = advanced(pack, base)
+    out = ksampler(patched, torch.zeros(1, 16, *HW), steps=6, sampler=sampler)
+    report = report_of(patched, out)
+    assert report["num_steps"] == 6
+    assert report["steps_run"] == sorted(s["step"] for s in report["steps"])
+    summary = import_comfy().NODE_CLASS_MAPPINGS["SDTM_RunReport"].execute(patched, {"samples": out})
+    text = summary.ui["summary"][0] if isinstance(summary.ui, dict) else summary.ui.as_dict()["summary"][0]
+    assert text.startswith("SDTM advanced sdtm: 6 steps (0-5), seed 0")
+    if report["steps_run"] != list(range(6)):
+        assert "the sampler evaluated the model within steps" in text
 
 
 def test_wall_time_leaves_out_model_loading(pack, base):
@@ -286,3 +313,18 @@ def test_merge_map_draws_over_a_grey_and_alpha_image(render):
     picture = render(maps, report, grey_alpha, 0, "1", 0.0)  # opacity 0: the underlay itself
     pixels = (picture[0].numpy() * 255).round().astype(np.uint8)
     assert tuple(pixels[14 + 3 * 48 + 5, 5 * 48 + 5]) == (128, 128, 128)  # an untinted cell, enlarged 3x
+
+
+def test_feeds_merge_map_follows_links_downstream(pack):
+    """The Apply nodes keep merge maps only when their prompt has a Merge Map downstream of them."""
+    import sys
+    feeds = sys.modules[pack.hook.__name__.rsplit(".", 1)[0] + ".sdtm_nodes"].feeds_merge_map
+    prompt = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {}},
+              "2": {"class_type": "SDTM_Apply", "inputs": {"model": ["1", 0]}},
+              "3": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["2", 0]}},
+              "4": {"class_type": "KSampler", "inputs": {"model": ["3", 0], "seed": 1}},
+              "5": {"class_type": "SDTM_RunReport", "inputs": {"model": ["3", 0], "samples": ["4", 0]}}}
+    assert not feeds(prompt, "2")
+    prompt["6"] = {"class_type": "SDTM_MergeMap", "inputs": {"model": ["3", 0], "samples": ["4", 0]}}
+    assert feeds(prompt, "2") and feeds(prompt, "4") and not feeds(prompt, "6")  # 6 is the Merge Map itself
+    assert not feeds(None, "2") and not feeds(prompt, None)

@@ -13,6 +13,7 @@ import copy
 import json
 import os
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -179,5 +180,18 @@ def test_the_demo_writes_images_and_a_report(tmp_path, model, sampler):
     assert "| sampler (KSampler node) seconds, median (min-max) |" in text and SMALL_MODEL_TIMING in text
     with Image.open(out / "with_sdtm.png") as image:
         assert image.size == (128, 128)
+    # The report names the size of the images it shows (the written PNGs) and of the pictures the sampler made:
+    # the photo fixture's 32x32 pixel pictures (--size 128 is the latent's 128 / 4) are written 4x enlarged.
+    made = (saved["generated_width"], saved["generated_height"])
+    assert made == ((32, 32) if model == "photo" else (128, 128))
+    for name in ("with_sdtm.png", "without_sdtm.png"):
+        with Image.open(out / name) as image:
+            assert image.size == (saved["width"], saved["height"]), name
+            pixels = np.asarray(image.convert("RGB"))
+        scale = saved["width"] // made[0]
+        assert (made[0] * scale, made[1] * scale) == image.size, name
+        assert np.array_equal(pixels, pixels[::scale, ::scale].repeat(scale, 0).repeat(scale, 1)), name
+    shown = " pixel images (shown enlarged to 128x128)" if model == "photo" else ""
+    assert f"\n- {made[0]}x{made[1]}{shown}, 3 steps, seed {saved['seed']}\n" in text
     assert not (out / "work" / "server" / "output").exists()
     assert os.path.getsize(out / "comparison.png") > 0
