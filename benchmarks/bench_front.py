@@ -46,7 +46,11 @@ from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
 
 JSON_DIR = REPO / "docs" / "benchmarks"
 IMAGES = REPO / "docs" / "images"
-FIXTURES = {"photo": photo_codec.FIXTURE, "deep": photo_codec.DEEP_FIXTURE}
+# Each fixture of the front has its own name and JSON (front_<name>.json); the dense fixture is measured at
+# 64 x 64 image tokens (256 pixels, SD3's 1024x1024 density) and, as dense-32, at 32 x 32 like the others.
+FIXTURES = {"photo": photo_codec.FIXTURE, "deep": photo_codec.DEEP_FIXTURE, "dense": photo_codec.DENSE_FIXTURE,
+            "dense-32": photo_codec.DENSE_FIXTURE}
+FIXTURE_SIZES = {"dense": 256}  # decoded image side in pixels where it is not SIZE_PX
 TARGET_MODELS = ("sd3-medium", "sd3.5-large")  # FLOP-model estimates at TARGET_RES
 TARGET_RES = 1024
 STEPS, SEEDS = 30, 8
@@ -313,11 +317,13 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
     started = time.perf_counter()
     model, clip = photo_codec.load_fixture(path)
     depth = len(model.model.diffusion_model.joint_blocks)
-    latent_hw = (args.size // photo_codec.PIXELS_PER_LATENT,) * 2
+    size = args.size or FIXTURE_SIZES.get(name, SIZE_PX)
+    latent_hw = (size // photo_codec.PIXELS_PER_LATENT,) * 2
     groups = set(args.groups.split(","))
     data = {"setup": {"fixture": name, "file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+                      "sha256": photo_codec.file_digest(path),
                       "depth": depth, "hidden": model.model.diffusion_model.hidden_size, "steps": args.steps,
-                      "seeds": args.seeds, "size_px": args.size, "cfg": CFG, "sampler": SAMPLER, "scheduler": SCHEDULER,
+                      "seeds": args.seeds, "size_px": size, "cfg": CFG, "sampler": SAMPLER, "scheduler": SCHEDULER,
                       "target_res": TARGET_RES, "threads": args.threads, "torch": torch.__version__,
                       "machine": platform.processor() or platform.machine(), "groups": sorted(groups),
                       "command": "python -m benchmarks.bench_front " + " ".join(args.argv)},
@@ -338,7 +344,7 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
     done = {}
     if args.resume and out_json.is_file():  # keep the rows of an earlier run of the same setup
         previous = json.loads(out_json.read_text())
-        same = ("steps", "seeds", "size_px", "cfg", "sampler", "scheduler", "depth", "hidden")
+        same = ("fixture", "sha256", "steps", "seeds", "size_px", "cfg", "sampler", "scheduler", "depth", "hidden")
         if all(previous["setup"].get(k) == data["setup"][k] for k in same):
             done = {r["name"]: r for r in previous["results"]}
             print(f"  resuming: {len(done)} settings already measured in {out_json}", flush=True)
@@ -391,7 +397,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="use this file for a fixture name (default: tests/fixtures)")
     parser.add_argument("--seeds", type=int, default=SEEDS, help="seeds 0..N-1; seed s uses caption s mod 7")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--size", type=int, default=SIZE_PX, help="decoded image side in pixels")
+    parser.add_argument("--size", type=int, default=None,
+                        help=f"decoded image side in pixels (default {SIZE_PX}; {FIXTURE_SIZES} where named)")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma separated, of {', '.join(GROUPS)}")
     parser.add_argument("--variants", default="", help=f"sampler/scheduler/steps, comma separated, e.g. {VARIANTS[0]}")
     parser.add_argument("--variant-settings", default="", help="setting names to run in the variants")

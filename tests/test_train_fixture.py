@@ -125,3 +125,43 @@ def test_crops_option_is_checked():
     for bad in ("256", "250x2", "256x0", "x2"):
         with pytest.raises(ValueError, match="PIXELSxBATCH"):
             train_fixture.parse_crops(bad)
+
+
+def test_the_dense_fixture_loads_and_samples_at_64x64_tokens_with_sdtm():
+    """The committed dense fixture (the deep fixture fine-tuned at SD3's 1024x1024 token density) comes through
+    ComfyUI's detection with its 8 blocks and 64 x 64 position table, and samples at 64 x 64 image tokens
+    (256 pixels) through the KSampler path, unpatched and with SDTM's default preset."""
+    from harness.comfy_env import load_pack
+    from photo_fixture import photo_codec
+    from photo_fixture.sample import sample_fixture
+    import_comfy()
+    model, clip = photo_codec.load_fixture(photo_codec.DENSE_FIXTURE)
+    diffusion = model.model.diffusion_model
+    assert len(diffusion.joint_blocks) == train_fixture.DEEP_BLOCKS
+    assert diffusion.pos_embed.shape[1] == train_fixture.DENSE_POS_EMBED_MAX ** 2
+    positive = photo_codec.prompt_conditioning(clip, photo_codec.PHOTOS[1].caption)
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    plain = sample_fixture(model, 0, positive, negative, 2, (128, 128))
+    pack = load_pack()
+    patched = pack.apply.execute(model, "balanced", -1.0, 0.0, 1.0, -1.0).args[0]
+    merged = sample_fixture(patched, 0, positive, negative, 2, (128, 128))
+    assert plain.shape == merged.shape == (1, photo_codec.LATENT_CHANNELS, 128, 128)
+    assert torch.isfinite(plain).all() and torch.isfinite(merged).all()
+    report = patched.model_options["transformer_options"][pack.hook.KEY].run_of(merged).report
+    assert report["latent_shape"] == [1, 16, 128, 128] and report["flop_speedup"] > 1.0
+
+
+def test_the_dense_fixture_denoises_64x64_token_crops_better_than_where_it_started():
+    """Held-out 256-pixel crops (photo_fixture.density_check's, two of them): the dense fixture's loss is below
+    the deep fixture's with only its position table widened (what the fine-tuning started from)."""
+    from safetensors.torch import load_file
+
+    from photo_fixture import density_check, photo_codec
+    import_comfy()
+    context, pooled = train_fixture.text_conditioning([p.caption for p in photo_codec.PHOTOS])
+    batch = [t[::14] for t in density_check.held_out_set(256, context, pooled)]  # photos 0 and 3, 2 crops
+    dense = density_check.dense_model({k: v.float() for k, v in load_file(str(photo_codec.DENSE_FIXTURE)).items()})
+    start = density_check.dense_model(train_fixture.initial_weights(photo_codec.DEEP_FIXTURE, train_fixture.build_model(
+        torch.Generator().manual_seed(0), train_fixture.DEEP_DEPTH, train_fixture.DEEP_BLOCKS,
+        train_fixture.DENSE_POS_EMBED_MAX)))
+    assert density_check.held_out_loss(dense, batch) < density_check.held_out_loss(start, batch)
