@@ -369,7 +369,7 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
         log(data["results"][-1])
         save()
     run.counter.close()
-    data["front"] = front_verdict(data["results"])
+    data["front"] = front_verdict(data["results"], at_least=1.0)
     if args.variants:
         named = {s.name: s for s in build_settings(pack, depth, groups, args.steps)
                  if s.name in args.variant_settings.split(",")}
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"\n## {stem}: {data['setup']['command']}\n")
             print(markdown_table(data["results"]) + "\n")
             print(analysis_table(data["results"]) + "\n")
-            for line in front_lines(front_verdict(data["results"])):
+            for line in front_lines(front_verdict(data["results"], at_least=1.0)):
                 print("  front: " + line)
             for line in preset_dominance(data["results"]):
                 print("  preset: " + line)

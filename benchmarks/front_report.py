@@ -22,20 +22,25 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
 
 def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float = TARGET_SPEEDUP) -> list[dict]:
     """Each pack setting at an estimated speedup >= ``at_least``: its PSNR minus LazyCache's at the same
-    estimated speedup (interpolated along the sweep), and LazyCache's speedup at the same PSNR."""
+    estimated speedup (interpolated along the sweep's measured points with a finite PSNR), and LazyCache's
+    speedup at the same PSNR. Below the sweep's slowest finite point (LazyCache at its lowest thresholds
+    skips nothing and matches unpatched exactly), LazyCache keeps at least that point's PSNR: the margin is
+    then an upper bound (``margin_at_most_db``)."""
     key = f"speedup_{model}"
-    lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache"]
-    by_psnr = [(r["psnr_mean"], r[key]) for r in rows if r["family"] == "lazycache"]
+    lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache" and math.isfinite(r["psnr_mean"])]
+    by_psnr = [(p, x) for x, p in lazy]
     out = []
     for r in rows:
         if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
             continue
         lazy_psnr = interpolate(lazy, r[key])
-        lazy_speed = interpolate(by_psnr, r["psnr_mean"])
+        slower = [p for x, p in lazy if x >= r[key]]
+        bound = None if lazy_psnr is not None or not slower or r[key] > min(x for x, _ in lazy) else max(slower)
         out.append({"name": r["name"], "family": r["family"], "speedup": r[key], "psnr": r["psnr_mean"],
                     "lazycache_psnr_at_speedup": lazy_psnr,
                     "margin_db": None if lazy_psnr is None else r["psnr_mean"] - lazy_psnr,
-                    "lazycache_speedup_at_psnr": lazy_speed,
+                    "margin_at_most_db": None if bound is None else r["psnr_mean"] - bound,
+                    "lazycache_speedup_at_psnr": interpolate(by_psnr, r["psnr_mean"]),
                     "dominated": None if lazy_psnr is None else r["psnr_mean"] <= lazy_psnr})
     return sorted(out, key=lambda v: -(v["margin_db"] if v["margin_db"] is not None else -1e9))
 
@@ -98,8 +103,12 @@ def preset_dominance(rows: list[dict], model: str = "sd3-medium") -> list[str]:
 def front_lines(verdict: list[dict]) -> list[str]:
     out = []
     for v in verdict:
-        lazy = "outside the sweep" if v["margin_db"] is None else (
-            f"LazyCache {v['lazycache_psnr_at_speedup']:.2f} dB there, margin {v['margin_db']:+.2f} dB")
+        if v["margin_db"] is not None:
+            lazy = f"LazyCache {v['lazycache_psnr_at_speedup']:.2f} dB there, margin {v['margin_db']:+.2f} dB"
+        elif v.get("margin_at_most_db") is not None:
+            lazy = f"below the sweep's slowest finite point: margin at most {v['margin_at_most_db']:+.2f} dB"
+        else:
+            lazy = "outside the sweep"
         out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
     return out
 

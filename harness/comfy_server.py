@@ -513,6 +513,57 @@ class Editor:
             return {x: left, y: top, width: right - left, height: bottom - top};
         }""", margin)
 
+    def set_locale(self, locale: str, settle_ms: int = 3000) -> None:
+        """Switch the editor's language (the Comfy.Locale setting, as its settings dialog does); the editor then
+        reloads its node definitions and translations, which takes a moment."""
+        self.evaluate("async (locale) => await app.extensionManager.setting.set('Comfy.Locale', locale)", locale)
+        self.page.wait_for_function("(locale) => app.extensionManager.setting.get('Comfy.Locale') === locale",
+                                    arg=locale, timeout=15_000)
+        self.page.wait_for_timeout(settle_ms)
+
+    def open_node_docs(self, node_type: str, until_text: str | None = None, timeout_ms: int = 20_000) -> dict:
+        """Add a ``node_type`` node to an empty graph, select it and press the info button of the selection
+        toolbox, as a user opens a node's docs; returns what the docs panel shows once it holds ``until_text``
+        (when given: the panel may still show the previous node's page for a moment) and its pictures have
+        loaded: ``kind`` ("markdown" for a served page, "fallback" for the node's description), ``text``,
+        ``images`` ([{src, naturalWidth}]) and ``responses`` (the docs files the editor fetched: url, status)."""
+        responses = []
+
+        def seen(response) -> None:
+            if "/docs/" in response.url:
+                responses.append({"url": response.url.replace(self.server.url, ""), "status": response.status})
+        self.page.on("response", seen)
+        try:
+            self.evaluate("""(type) => {
+                app.graph.clear();
+                const node = LiteGraph.createNode(type);
+                const rect = app.canvas.canvas.getBoundingClientRect();
+                node.pos = app.canvas.ds.convertOffsetToCanvas([rect.width / 2 - 100, rect.height / 2]);
+                app.graph.add(node);
+                app.canvas.deselectAll?.();
+                app.canvas.selectNode(node);
+                app.graph.setDirtyCanvas(true, true);
+            }""", node_type)
+            button = self.page.locator('.selection-toolbox [data-testid="info-button"]')
+            button.wait_for(state="visible", timeout=timeout_ms)
+            button.click()
+            self.page.wait_for_function("""(text) => { const box = document.querySelector('.node-help-content');
+                return box && (box.querySelector('.markdown-content') || box.querySelector('.fallback-content'))
+                    && (text === null || box.innerText.includes(text)); }""", arg=until_text, timeout=timeout_ms)
+            self.page.wait_for_function("""() => Array.from(document.querySelectorAll('.node-help-content img'))
+                .every(i => i.complete)""", timeout=timeout_ms)
+            shown = self.evaluate("""() => {
+                const box = document.querySelector('.node-help-content');
+                const page = box.querySelector('.markdown-content');
+                return {kind: page ? 'markdown' : 'fallback', text: box.innerText,
+                        images: Array.from(box.querySelectorAll('img')).map(
+                            i => ({src: i.getAttribute('src'), naturalWidth: i.naturalWidth}))};
+            }""")
+        finally:
+            self.page.remove_listener("response", seen)
+        shown["responses"] = responses
+        return shown
+
     def screenshot(self, path: Path, **kwargs) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,8 @@ def describe(config: SDTMConfig, purpose: str, steps: int) -> str:
 
 PRESETS: dict[str, tuple[SDTMConfig, str]] = {
     name: (config, describe(config, purpose, steps)) for name, (config, purpose, steps) in _PRESETS.items()}
+PURPOSES = {name: purpose for name, (_, purpose, _) in _PRESETS.items()}  # what each preset is for
+PRESET_STEPS = {name: steps for name, (_, _, steps) in _PRESETS.items()}  # the steps its FLOP model is stated at
 
 
 def preset_tooltip() -> str:

@@ -90,7 +90,8 @@ KNOBS: tuple[Knob, ...] = (
          tooltip="Last joint block that merges; -1 = the model's last block."),
     Knob("cache", "use_cache", bool, True,
          tooltip="Keep the protected steps' attention and MLP outputs and blend them into merged positions. Costs "
-                 "two full-size tensors per block (the summary logs the size); freed when sampling ends."),
+                 "two full-size tensors per block (the summary logs the size); freed when sampling ends, except that "
+                 "a run that stops part-way keeps a copy on the CPU for its continuation."),
     Knob("cache_fresh_weight", "cache_fresh_weight", float, 0.1, low=0.0, high=1.0, step=0.01,
          tooltip="mcw: weight of the fresh value at merged positions when blending (1 = no blending)."),
     Knob("merge_mode", "merge_mode", str, "mean", choices=("mean", "prune"),

@@ -91,6 +91,20 @@ def test_front_verdict_interpolates_along_lazycache():
     assert verdict["B"]["margin_db"] == pytest.approx(-16.0) and verdict["B"]["dominated"]
 
 
+def test_below_lazycaches_slowest_finite_point_the_margin_is_an_upper_bound():
+    """LazyCache at its lowest thresholds skips nothing (infinite PSNR): a setting slower than the sweep's slowest
+    skipping point gets no interpolated margin, only the bound that point gives (LazyCache keeps at least it)."""
+    rows = [{"name": "L0", "family": "lazycache", "speedup_sd3-medium": 1.0, "psnr_mean": float("inf")},
+            {"name": "L1", "family": "lazycache", "speedup_sd3-medium": 1.4, "psnr_mean": 34.0},
+            {"name": "L2", "family": "lazycache", "speedup_sd3-medium": 2.0, "psnr_mean": 28.0},
+            {"name": "slow", "family": "sdtm-preset", "speedup_sd3-medium": 1.25, "psnr_mean": 29.0},
+            {"name": "mid", "family": "sdtm-preset", "speedup_sd3-medium": 1.7, "psnr_mean": 25.0}]
+    verdict = {v["name"]: v for v in front_report.front_verdict(rows, at_least=1.0)}
+    assert verdict["slow"]["margin_db"] is None and verdict["slow"]["margin_at_most_db"] == pytest.approx(-5.0)
+    assert verdict["mid"]["margin_db"] == pytest.approx(-6.0) and verdict["mid"]["margin_at_most_db"] is None
+    assert "at most -5.00 dB" in front_report.front_lines([verdict["slow"]])[0]
+
+
 def test_the_front_benchmark_modules_keep_to_the_line_limit():
     """No Python file over 600 lines: the front benchmark runs (bench_front), builds its settings (front_settings)
     and reports (front_report) in modules of its own."""

@@ -1,15 +1,18 @@
 """The real ComfyUI web editor (comfyui-frontend-package, served by the real server) in headless
 Chromium driven by Playwright: every UI workflow loads with no missing node and with its widget values
 where the editor expects them, the editor's own API conversion equals the committed twin, the SDTM
-node shows its inputs, and the SD3 workflow queued from the editor (tiny stand-in checkpoint, 256x256,
-at most 4 steps, see tests/test_server.py) finishes with an image. Screenshots go to artifacts/browser/.
+node shows its inputs, the SD3 workflow queued from the editor (tiny stand-in checkpoint, 256x256,
+at most 4 steps, see tests/test_server.py) finishes with an image, and every SDTM node's docs page opens in
+the editor's docs panel in English and Chinese. Screenshots go to artifacts/browser/.
 """
 import json
 from pathlib import Path
 
 import pytest
 
+from commands import node_docs
 from commands import workflow_api as wa
+from harness.comfy_env import PACK_NAME
 from harness.comfy_server import CHROMIUM, Editor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,3 +127,29 @@ def test_the_run_report_node_shows_the_runs_summary(editor, models):
     assert "FLOP-model speedup" in shown and "wall" in shown and "cache" in shown
     editor.fit_view()
     editor.screenshot(ARTIFACTS / "run_report_summary.png", clip=editor.graph_box())
+
+
+@pytest.mark.parametrize("locale", node_docs.LOCALES)
+def test_every_sdtm_node_opens_its_own_docs_page_from_the_info_button(editor, locale):
+    """Select each SDTM node and press the selection toolbox's info button, as a user does: the panel shows the
+    pack's own page for the editor's language (HTTP 200 for that .md, the page's own footer, every picture it
+    links loaded), not the node's description the editor falls back to."""
+    version = node_docs.pack_version()
+    editor.set_locale(locale)
+    try:
+        for node in node_docs.NODE_IDS:
+            marker = node_docs.section("footer", locale, version=version, node=node)
+            shown = editor.open_node_docs(node, until_text=marker)
+            assert shown["kind"] == "markdown", node
+            page = f"/extensions/{PACK_NAME}/docs/{node}/{locale}.md"
+            assert {"url": page, "status": 200} in shown["responses"], (node, shown["responses"])
+            page_text = (node_docs.DOCS / node / f"{locale}.md").read_text(encoding="utf-8")
+            linked = {f"/extensions/{PACK_NAME}/docs/{path}" for path in node_docs.linked_images(page_text)}
+            assert {image["src"] for image in shown["images"]} == linked, node
+            assert all(image["naturalWidth"] > 0 for image in shown["images"]), (node, shown["images"])
+            if node == "SDTM_Apply":
+                # docs/images/node_docs_sdtm_apply.png (the README's picture of the panel) is the English one
+                editor.screenshot(ARTIFACTS / f"node_docs_sdtm_apply_{locale}.png",
+                                  clip={"x": 0, "y": 0, "width": 1000, "height": 1000})
+    finally:
+        editor.set_locale("en")

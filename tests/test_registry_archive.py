@@ -65,3 +65,13 @@ def test_comfyui_loads_the_pack_from_the_archive_under_its_registry_name(archive
     assert done.returncode == 0, done.stderr[-3000:]
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert loaded == {"ok": True, "nodes": ["SDTM_Apply", "SDTM_ApplyAdvanced", "SDTM_MergeMap", "SDTM_RunReport"]}
+
+
+def test_the_archive_carries_the_node_docs_pages_and_their_pictures_and_nothing_else_new_in_web(archive):
+    """The editor's docs panel reads web/js/docs from the installed pack: every page and picture node_docs writes
+    is in the archive, and web/ holds nothing else but the Run Report's script."""
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+    written = {p.relative_to(REPO).as_posix() for p in (REPO / "web" / "js" / "docs").rglob("*") if p.is_file()}
+    assert written and {n for n in names if n.startswith("web/js/docs/")} == written
+    assert {n for n in names if n.startswith("web/") and n not in written} == {"web/js/sdtm_run_report.js"}

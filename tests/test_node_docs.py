@@ -1,0 +1,88 @@
+"""The node docs pages (web/js/docs, written by ``python -m commands.node_docs``) against the pack as ComfyUI
+loads it: every knob, preset, input and section has its English and Chinese text, a translation is flagged
+when the English it translates changes, the committed pages are exactly what the pack, the measured front and
+the texts make now, every page shows every input of its node, and the docs folder holds only pages and
+pictures. The pages open in the real editor in tests/test_browser.py."""
+import copy
+import dataclasses
+import json
+import types
+
+import pytest
+
+from commands import node_docs
+from commands import node_docs_text as text
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return node_docs.Pack()
+
+
+def test_every_knob_preset_input_and_section_has_its_text_in_english_and_chinese(pack):
+    assert node_docs.translation_problems(pack) == []
+
+
+def test_a_changed_tooltip_a_new_knob_or_preset_or_a_missing_translation_is_caught(pack, monkeypatch):
+    changed = copy.copy(pack)
+    changed.info = copy.deepcopy(pack.info)
+    opacity = changed.info["SDTM_MergeMap"]["input"]["required"]["opacity"][1]
+    opacity["tooltip"] = "How strongly merged tokens are tinted (0 = not at all)."
+    problems = node_docs.translation_problems(changed)
+    assert len(problems) == 1 and problems[0].startswith("SDTM_MergeMap input opacity: its English changed")
+    assert node_docs.digest(opacity["tooltip"]) in problems[0]
+
+    knobs = types.SimpleNamespace(**vars(pack.knobs))
+    new_knob = dataclasses.replace(pack.knobs.KNOB_BY_INPUT["window"], input="window_height", tooltip="Window rows.")
+    knobs.KNOBS = (*pack.knobs.KNOBS, new_knob)
+    presets = types.SimpleNamespace(**vars(pack.presets))
+    presets.PURPOSES = {**pack.presets.PURPOSES, "draft": "a quick look"}
+    changed = copy.copy(pack)
+    changed.knobs, changed.presets = knobs, presets
+    problems = node_docs.translation_problems(changed)
+    assert [p.split(":")[0] for p in problems] == ["knob window_height", "preset draft"]
+    assert all("no Chinese text" in p for p in problems)
+
+    monkeypatch.delitem(text.KNOB_ZH, "ratio")
+    monkeypatch.setitem(text.SECTIONS, "map.reading", {"en": "..."})
+    problems = node_docs.translation_problems(pack)
+    assert [p.split(":")[0] for p in problems] == ["knob ratio", "SECTIONS['map.reading']"]
+
+
+def test_the_committed_pages_are_as_written_from_the_pack_and_the_measured_front(pack):
+    assert node_docs.check(pack) == []
+
+
+def test_each_page_shows_every_input_of_its_node_and_the_apply_page_every_preset(pack):
+    version = node_docs.pack_version()
+    for node in node_docs.NODE_IDS:
+        inputs = [name for name, *_ in node_docs.node_inputs(pack.info[node])]
+        assert inputs
+        for locale in node_docs.LOCALES:
+            page = (node_docs.DOCS / node / f"{locale}.md").read_text(encoding="utf-8")
+            assert page.startswith(f"# {pack.info[node]['display_name']}\n")
+            assert text.SECTIONS[f"{node}.intro"][locale] in page
+            assert all(f"- **`{name}`**" in page for name in inputs), (node, locale)
+            assert page.rstrip().endswith(node_docs.section("footer", locale, version=version, node=node) + "</sub>")
+            if node == "SDTM_Apply":
+                assert all(f"### {name}" in page for name in pack.presets.PRESETS)
+        fallback = (node_docs.DOCS / f"{node}.md").read_text(encoding="utf-8")
+        assert fallback == (node_docs.DOCS / node / f"{node_docs.FALLBACK_LOCALE}.md").read_text(encoding="utf-8")
+
+
+def test_the_lazycache_advice_is_refused_when_the_front_no_longer_supports_it():
+    fronts = {d: node_docs.load_front(d) for d in node_docs.FRONTS}
+    figures = node_docs.front_figures(fronts)
+    assert set(figures["fields"]) >= {"lazy_lead_64", "lazy_lead_32", "best_stack_64"}
+    better = json.loads(json.dumps(fronts["64"]))
+    for row in better["results"]:
+        if row["name"] == "preset balanced":
+            row["psnr_mean"] = 60.0
+    with pytest.raises(node_docs.ClaimError, match="64x64 tokens a preset is not behind LazyCache"):
+        node_docs.front_figures({"64": better, "32": fronts["32"]})
+
+
+def test_the_docs_folder_holds_only_pages_and_pictures():
+    """ComfyUI's server loads every .js file under WEB_DIRECTORY into the editor: none may lie in the docs."""
+    files = [p for p in node_docs.DOCS.rglob("*") if p.is_file()]
+    assert files and all(p.suffix in (".md", ".png") for p in files), files
