@@ -33,6 +33,7 @@ import torch
 from benchmarks.bench_fidelity import SIZE_PX, fixture_shape
 from benchmarks.front_report import (
     analysis_table,
+    density_table,
     draw_chart,
     front_lines,
     front_verdict,
@@ -453,6 +454,10 @@ def main(argv: list[str] | None = None) -> dict:
             for variant, result in data.get("variants", {}).items():
                 for line in front_lines(result["front"]):
                     print(f"  {variant} front: " + line)
+    if args.chart_only and {"front_dense", "front_dense-32"} <= set(results):
+        print("\n## the dense fixture at both token densities\n")
+        print(density_table({"64x64 tokens": results["front_dense"]["results"],
+                             "32x32 tokens": results["front_dense-32"]["results"]}))
     draw_chart(results, args.chart)
     print(f"wrote {args.chart}")
     return results

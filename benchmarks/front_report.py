@@ -34,8 +34,8 @@ def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float =
         if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
             continue
         lazy_psnr = interpolate(lazy, r[key])
-        slower = [p for x, p in lazy if x >= r[key]]
-        bound = None if lazy_psnr is not None or not slower or r[key] > min(x for x, _ in lazy) else max(slower)
+        slowest = min(lazy) if lazy else None  # LazyCache's slowest skipping point (speed, PSNR)
+        bound = slowest[1] if lazy_psnr is None and slowest is not None and r[key] < slowest[0] else None
         out.append({"name": r["name"], "family": r["family"], "speedup": r[key], "psnr": r["psnr_mean"],
                     "lazycache_psnr_at_speedup": lazy_psnr,
                     "margin_db": None if lazy_psnr is None else r["psnr_mean"] - lazy_psnr,
@@ -98,6 +98,37 @@ def preset_dominance(rows: list[dict], model: str = "sd3-medium") -> list[str]:
         out.append(f"{p['name']} ({p[key]:.2f}x, {p['psnr_mean']:.2f} dB): "
                    f"dominated by SDTM alone: {', '.join(alone) or 'none'}; by a stack: {', '.join(stacked) or 'none'}")
     return out
+
+
+DENSITY_SETTINGS = ("preset quality", "preset balanced", "preset fast", "preset reference")
+STACKS = ("stack sdtm->lazy", "stack lazy->sdtm")
+
+
+def density_table(fronts: dict[str, list[dict]]) -> str:
+    """The named presets and the best stack of each front (label -> its rows), side by side: speed, PSNR and
+    the margin against LazyCache at that speed (``<=`` where it is a bound below LazyCache's slowest skipping
+    point)."""
+    verdicts = {label: {v["name"]: v for v in front_verdict(rows, at_least=1.0)} for label, rows in fronts.items()}
+    names = list(DENSITY_SETTINGS)
+    for verdict in verdicts.values():
+        stacks = [v for v in verdict.values() if v["family"] in STACKS and v["margin_db"] is not None]
+        if stacks:
+            best = max(stacks, key=lambda v: v["margin_db"])["name"]
+            names += [best] if best not in names else []
+    head = "| setting | " + " | ".join(f"{label}: est. speedup, PSNR dB, vs LazyCache" for label in fronts) + " |"
+    lines = [head, "|---|" + "---|" * len(fronts)]
+    for name in names:
+        cells = []
+        for verdict in verdicts.values():
+            v = verdict.get(name)
+            if v is None:
+                cells.append("-")
+                continue
+            margin = (f"{v['margin_db']:+.1f} dB" if v["margin_db"] is not None else
+                      f"<= {v['margin_at_most_db']:+.1f} dB" if v.get("margin_at_most_db") is not None else "outside")
+            cells.append(f"{v['speedup']:.2f}x, {v['psnr']:.2f}, {margin}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def front_lines(verdict: list[dict]) -> list[str]:

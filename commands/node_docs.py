@@ -88,13 +88,9 @@ def node_inputs(definition: dict) -> list[tuple[str, str, dict, bool]]:
     return out
 
 
-def english_of(pack: Pack, node: str, name: str, options: dict) -> tuple[str, str]:
-    """(the English that a translation of this input must be revised with, the English the page shows)."""
-    knob = pack.knobs.KNOB_BY_INPUT.get(name) if node in ("SDTM_Apply", "SDTM_ApplyAdvanced") else None
-    if knob is not None:
-        return knob.tooltip, knob.tooltip
-    source = options.get("tooltip", "")
-    return source, text.INPUT_TEXT.get((node, name), {}).get("en", source)
+def shown_english(node: str, name: str, options: dict) -> str:
+    """The English a page shows for a node input that is not a knob: its tooltip, or the table's shorter text."""
+    return text.INPUT_TEXT.get((node, name), {}).get("en", options.get("tooltip", ""))
 
 
 def translation_problems(pack: Pack) -> list[str]:
@@ -173,7 +169,8 @@ def front_figures(fronts: dict[str, dict]) -> dict:
             fields.update({f"best_stack_{density}": best["name"].replace("->", "→"),
                            f"best_stack_speed_{density}": f"{best['speedup']:.2f}",
                            f"best_stack_psnr_{density}": f"{best['psnr']:.1f}",
-                           f"best_stack_margin_{density}": f"{best['margin_db']:+.1f}"})
+                           f"best_stack_margin_{density}": f"{best['margin_db']:+.1f}",
+                           f"best_stack_gap_{density}": f"{-best['margin_db']:.1f}"})
     figures["fields"] = fields
     return figures
 
@@ -258,7 +255,7 @@ def input_line(pack: Pack, node: str, name: str, kind: str, options: dict, optio
         if override:
             effect = text.PRESET_VALUE_NOTE[locale].format(value=pack.knobs.PRESET_VALUE) + effect
     else:
-        effect = english_of(pack, node, name, options)[1] if locale == "en" else text.INPUT_TEXT[(node, name)]["zh"]
+        effect = shown_english(node, name, options) if locale == "en" else text.INPUT_TEXT[(node, name)]["zh"]
     if "default" not in options:
         return section("input_link", locale, name=name, values=values, effect=effect)
     default = options["default"]

@@ -178,7 +178,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "{lazy_lead_32} dB at 32x32 (the presets above).\n"
               "- **Both** work together, in either order (SDTM before or after LazyCache): the best measured stack, "
               "{best_stack_64}, reached {best_stack_speed_64}x at {best_stack_psnr_64} dB at 64x64 tokens, "
-              "{best_stack_margin_64} dB against LazyCache alone at that speed.\n"
+              "{best_stack_gap_64} dB behind LazyCache alone at that speed.\n"
               "- Use **SDTM** where a step cache has nothing to skip: SD3.5-large-turbo at 4-8 steps (preset turbo), "
               "short img2img and refiner passes. Core EasyCache skips nothing on SD3.\n"
               "- Among the presets, quality changes the image least and fast gives the most speed.",
@@ -186,7 +186,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "未打补丁时的图像，64x64 token 时多 {lazy_lead_64} dB，32x32 时多 {lazy_lead_32} dB（见上面的预设）。\n"
               "- **两者**可以一起用，顺序不限（SDTM 在 LazyCache 之前或之后）：实测最好的组合 {best_stack_64} 在 64x64 "
               "token 时达到 {best_stack_speed_64}x、{best_stack_psnr_64} dB，比同速度下单用 LazyCache 差 "
-              "{best_stack_margin_64} dB。\n"
+              "{best_stack_gap_64} dB。\n"
               "- 在步缓存无步可跳的地方用 **SDTM**：4-8 步的 SD3.5-large-turbo（预设 turbo）、短的 img2img 和精修阶段。"
               "ComfyUI 自带的 EasyCache 在 SD3 上不跳过任何步。\n"
               "- 各预设中，quality 对图像的改变最少，fast 速度最快。"},

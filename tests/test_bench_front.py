@@ -105,6 +105,21 @@ def test_below_lazycaches_slowest_finite_point_the_margin_is_an_upper_bound():
     assert "at most -5.00 dB" in front_report.front_lines([verdict["slow"]])[0]
 
 
+def test_the_density_table_sets_each_preset_and_the_best_stack_against_lazycache_on_each_front():
+    lazy = [{"name": "L1", "family": "lazycache", "speedup_sd3-medium": 1.2, "psnr_mean": 40.0},
+            {"name": "L2", "family": "lazycache", "speedup_sd3-medium": 2.2, "psnr_mean": 30.0}]
+    dense = lazy + [{"name": "preset fast", "family": "sdtm-preset", "speedup_sd3-medium": 1.7, "psnr_mean": 33.0},
+                    {"name": "s1", "family": "stack sdtm->lazy", "speedup_sd3-medium": 2.0, "psnr_mean": 31.0},
+                    {"name": "s2", "family": "stack lazy->sdtm", "speedup_sd3-medium": 2.0, "psnr_mean": 29.0}]
+    sparse = lazy + [{"name": "preset fast", "family": "sdtm-preset", "speedup_sd3-medium": 1.1, "psnr_mean": 30.0}]
+    lines = front_report.density_table({"64x64": dense, "32x32": sparse}).splitlines()
+    assert lines[0].startswith("| setting | 64x64: ") and len(lines) == 2 + 5
+    rows = {line.split(" | ")[0][2:]: line for line in lines[2:]}
+    assert rows["preset fast"].endswith("| 1.70x, 33.00, -2.0 dB | 1.10x, 30.00, <= -10.0 dB |")
+    assert rows["s1"].endswith("| 2.00x, 31.00, -1.0 dB | - |") and "s2" not in rows
+    assert rows["preset quality"].endswith("| - | - |")
+
+
 def test_the_front_benchmark_modules_keep_to_the_line_limit():
     """No Python file over 600 lines: the front benchmark runs (bench_front), builds its settings (front_settings)
     and reports (front_report) in modules of its own."""
