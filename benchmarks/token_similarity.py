@@ -6,6 +6,9 @@ sgm_uniform, the front's prompts: seed s uses caption s mod 7) and records the i
 middle joint block at a few steps (a forward pre-hook; nothing is patched). Per step and size: the mean cosine
 similarity of each token to its right and lower neighbours, and the mean pairwise cosine similarity inside
 each 2x2 window (SDTM's structure-phase unit), over the conditional and unconditional halves and the seeds.
+The same for the finished samples and for the real photographs (whole, scaled to each size), as latent tokens
+(2x2 latent patches, each image's mean removed): how much more alike neighbours become at double density in
+real scenes, against what the fixture draws.
 
     .venv/bin/python -m benchmarks.token_similarity            # docs/benchmarks/token_similarity_dense.json
 """
@@ -42,6 +45,26 @@ def neighbour_similarity(x: torch.Tensor, grid: tuple[int, int]) -> dict:
     return {"right": float(right), "down": float(down), "window_2x2": float(pairs.mean())}
 
 
+def latent_tokens(latent: torch.Tensor) -> torch.Tensor:
+    """[B, 16, h, w] latent -> [B, (h/2)(w/2), 64] image tokens as MMDiT's 2x2 patch embedding groups them."""
+    b, c, h, w = latent.shape
+    return latent.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), -1)
+
+
+def photo_similarity(size: int) -> dict:
+    """The same statistic on the real photographs (centre square, scaled to ``size``), as latent tokens."""
+    rows = []
+    for pixels in photo_codec.load_photos():
+        short = min(pixels.shape[-2:])
+        top, left = (pixels.shape[-2] - short) // 2, (pixels.shape[-1] - short) // 2
+        square = F.interpolate(pixels[None, :, top:top + short, left:left + short], size=(size, size),
+                               mode="bilinear", antialias=True)
+        latent = photo_codec.encode(square)
+        side = latent.shape[-1] // 2
+        rows.append(neighbour_similarity(latent_tokens(latent - latent.mean((-1, -2), keepdim=True)), (side, side)))
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
 def measure(seeds: int) -> dict:
     import_comfy()
     import comfy.utils
@@ -61,6 +84,7 @@ def measure(seeds: int) -> dict:
         grid = (side // 2, side // 2)  # 2x2 latent patches per token
         per_step = {step: [] for step in RECORDED}
         calls: list[dict] = []
+        finals: list[dict] = []
 
         def record(module, args, kwargs) -> None:
             calls.append(neighbour_similarity(args[1], grid))
@@ -70,17 +94,20 @@ def measure(seeds: int) -> dict:
             calls.clear()
             handle = blocks[block].register_forward_pre_hook(record, with_kwargs=True)
             try:
-                sample_fixture(model, seed, positive, negative, STEPS, (side, side))
+                final = sample_fixture(model, seed, positive, negative, STEPS, (side, side))
             finally:
                 handle.remove()
+            finals.append(neighbour_similarity(latent_tokens(final - final.mean((-1, -2), keepdim=True)), grid))
             for i, sims in enumerate(calls):  # one model call per step, or two when cond and uncond run apart
                 step = i * STEPS // len(calls)
                 if step in per_step:
                     per_step[step].append(sims)
         rows = {str(step): {k: sum(v[k] for v in values) / len(values) for k in values[0]}
                 for step, values in per_step.items()}
-        result["sizes"][f"{grid[0]}x{grid[1]}"] = {"size_px": size, "steps": rows,
-                                                    "seconds": round(time.perf_counter() - started, 1)}
+        result["sizes"][f"{grid[0]}x{grid[1]}"] = {
+            "size_px": size, "steps": rows,
+            "final_latent": {k: sum(r[k] for r in finals) / len(finals) for k in finals[0]},
+            "photos_latent": photo_similarity(size), "seconds": round(time.perf_counter() - started, 1)}
     return result
 
 
@@ -96,6 +123,10 @@ def main(argv: list[str] | None = None) -> dict:
     for tokens, data in result["sizes"].items():
         for step, row in data["steps"].items():
             print(f"| {tokens} | {step} | {row['right']:.3f} | {row['down']:.3f} | {row['window_2x2']:.3f} |")
+        for label, key in (("the sample (latent tokens)", "final_latent"), ("the real photos (latent tokens)",
+                                                                            "photos_latent")):
+            row = data[key]
+            print(f"| {tokens} | {label} | {row['right']:.3f} | {row['down']:.3f} | {row['window_2x2']:.3f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")
