@@ -396,7 +396,10 @@ def check(pack: Pack) -> list[str]:
     problems = translation_problems(pack)
     if problems:
         return problems
-    expected = pages(pack)
+    try:
+        expected = pages(pack)
+    except ClaimError as e:
+        return [f"{e} (commands/node_docs_text.py SECTIONS['lazycache.body'])"]
     for path, content in expected.items():
         if not path.is_file() or path.read_text(encoding="utf-8") != content:
             problems.append(f"{path.relative_to(REPO)} is not as written from the pack now: "
