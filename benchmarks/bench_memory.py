@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         if family not in FAMILIES:
             parser.error(f"--families: {family!r} is not one of {', '.join(FAMILIES)}")
         rows.append(scaled(measure(pack, family, args.depth, args.steps, args.res, args.preset), args.target_res))
-        print(json.dumps({k: v for k, v in rows[-1].items()}), flush=True)
+        print(json.dumps(rows[-1]), flush=True)
     print(f"\n{args.target_res}x{args.target_res}, {args.steps} steps, preset {args.preset}, batch 1 with CFG, "
           f"float32; measured at {args.res}x{args.res} with {args.depth} blocks, scaled to the tokens and to each "
           f"model's block count\n")

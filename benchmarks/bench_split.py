@@ -26,34 +26,22 @@ import torch
 from benchmarks.bench_fidelity import SIZE_PX
 from harness.comfy_env import import_comfy, load_pack
 from photo_fixture import photo_codec
-from photo_fixture.sample import CFG, SAMPLER, SCHEDULER
+from photo_fixture.sample import CFG, SAMPLER, SCHEDULER, sample_fixture
 
 SETTINGS = {"SDTM Advanced defaults": {}, "no cache": {"cache": False},
             "ratio 0.5, structure to 0.3": {"ratio": 0.5, "switch_percent": 0.3}}
 
 
-def ksampler(model, latent, prompt, steps, start=None, last=None, add_noise=True, full_denoise=False):
-    """KSampler / KSamplerAdvanced (nodes.common_ksampler) with the fixture's sampler, scheduler and cfg."""
-    nodes = import_comfy()
+def split_differences(make_model, latent, prompt, steps: int, cut: int,
+                      ways=("continued", "re-queued", "afresh")) -> dict[str, float]:
+    """Mean |split - single| with the second part continued, re-queued and / or started afresh."""
     positive, negative = prompt
-    (out,) = nodes.common_ksampler(model, 0, steps, CFG, SAMPLER, SCHEDULER, positive, negative, {"samples": latent},
-                                   disable_noise=not add_noise, start_step=start, last_step=last,
-                                   force_full_denoise=full_denoise)
-    return out["samples"]
-
-
-def split_differences(make_model, latent, prompt, steps: int, cut: int) -> dict[str, float]:
-    """Mean |split - single| with the second part continued, re-queued and started afresh."""
     model = make_model()
-    single = ksampler(model, latent, prompt, steps)
-    first = ksampler(model, latent, prompt, steps, start=0, last=cut)
-
-    def second(on):
-        return ksampler(on, first, prompt, steps, start=cut, last=steps, add_noise=False, full_denoise=True)
-
-    out = {"continued": second(model)}
-    out["re-queued"] = second(model)
-    out["afresh"] = second(make_model())
+    single = sample_fixture(model, 0, positive, negative, steps, latent=latent)
+    first = sample_fixture(model, 0, positive, negative, steps, latent=latent, start=0, last=cut)
+    on = {"continued": model, "re-queued": model}
+    out = {way: sample_fixture(on[way] if way in on else make_model(), 0, positive, negative, steps, latent=first,
+                               start=cut, last=steps, add_noise=False, full_denoise=True) for way in ways}
     return {k: float((v - single).abs().mean()) for k, v in out.items()}
 
 
@@ -81,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.steps} steps {SAMPLER} / {SCHEDULER}, cfg {CFG}")
     defaults = {knob.input: knob.default for knob in pack.ops.knobs.KNOBS}
     for cut in cuts:
-        unpatched = split_differences(lambda: base, latent, prompt, args.steps, cut)["continued"]
+        unpatched = split_differences(lambda: base, latent, prompt, args.steps, cut, ways=("continued",))["continued"]
         print(f"split at {cut}: unpatched split vs single {unpatched:.3g}")
         for label, change in SETTINGS.items():
             def make_model(change=change):

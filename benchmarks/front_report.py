@@ -104,6 +104,13 @@ DENSITY_SETTINGS = ("preset quality", "preset balanced", "preset fast", "preset 
 STACKS = ("stack sdtm->lazy", "stack lazy->sdtm")
 
 
+def best_stack(verdict: dict[str, dict]) -> dict | None:
+    """The stacked setting (SDTM with LazyCache, either order) with the best measured margin in a front's verdict
+    (name -> entry of :func:`front_verdict`), or None."""
+    stacks = [v for v in verdict.values() if v["family"] in STACKS and v["margin_db"] is not None]
+    return max(stacks, key=lambda v: v["margin_db"]) if stacks else None
+
+
 def density_table(fronts: dict[str, list[dict]]) -> str:
     """The named presets and the best stack of each front (label -> its rows), side by side: speed, PSNR and
     the margin against LazyCache at that speed (``<=`` where it is a bound below LazyCache's slowest skipping
@@ -111,10 +118,9 @@ def density_table(fronts: dict[str, list[dict]]) -> str:
     verdicts = {label: {v["name"]: v for v in front_verdict(rows, at_least=1.0)} for label, rows in fronts.items()}
     names = list(DENSITY_SETTINGS)
     for verdict in verdicts.values():
-        stacks = [v for v in verdict.values() if v["family"] in STACKS and v["margin_db"] is not None]
-        if stacks:
-            best = max(stacks, key=lambda v: v["margin_db"])["name"]
-            names += [best] if best not in names else []
+        best = best_stack(verdict)
+        if best is not None and best["name"] not in names:
+            names.append(best["name"])
     head = "| setting | " + " | ".join(f"{label}: est. speedup, PSNR dB, vs LazyCache" for label in fronts) + " |"
     lines = [head, "|---|" + "---|" * len(fronts)]
     for name in names:

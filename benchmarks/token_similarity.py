@@ -55,11 +55,7 @@ def photo_similarity(size: int) -> dict:
     """The same statistic on the real photographs (centre square, scaled to ``size``), as latent tokens."""
     rows = []
     for pixels in photo_codec.load_photos():
-        short = min(pixels.shape[-2:])
-        top, left = (pixels.shape[-2] - short) // 2, (pixels.shape[-1] - short) // 2
-        square = F.interpolate(pixels[None, :, top:top + short, left:left + short], size=(size, size),
-                               mode="bilinear", antialias=True)
-        latent = photo_codec.encode(square)
+        latent = photo_codec.encode(photo_codec.whole_photo(pixels, size))
         side = latent.shape[-1] // 2
         rows.append(neighbour_similarity(latent_tokens(latent - latent.mean((-1, -2), keepdim=True)), (side, side)))
     return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import tomllib
 
-from benchmarks.front_report import front_verdict
+from benchmarks.front_report import STACKS, best_stack, front_verdict
 from commands import node_docs_text as text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,6 @@ MERGE_MAP = "SDTM_MergeMap/merge_map.png"
 MERGE_MAP_STEPS = 30
 # small: the Registry archive carries the picture (a palette of 128 colours keeps it under 60 KB)
 MERGE_MAP_ARGS = ("--steps", str(MERGE_MAP_STEPS), "--scale", "1", "--colors", "128")
-STACK_FAMILIES = ("stack sdtm->lazy", "stack lazy->sdtm")
 
 
 def digest(english: str) -> str:
@@ -160,9 +159,8 @@ def front_figures(fronts: dict[str, dict]) -> dict:
             raise ClaimError(f"at {density}x{density} tokens a preset is not behind LazyCache at its speed "
                              f"({leads}): the LazyCache section's text says it is; revise it")
         fields[f"lazy_lead_{density}"] = f"{min(leads):.1f}-{max(leads):.1f}"
-        stacks = [v for v in verdict.values() if v["family"] in STACK_FAMILIES and v["margin_db"] is not None]
-        if stacks:
-            best = max(stacks, key=lambda v: v["margin_db"])
+        best = best_stack(verdict)
+        if best is not None:
             if best["margin_db"] >= 0:
                 raise ClaimError(f"at {density}x{density} tokens the stack {best['name']} beats LazyCache alone: "
                                  "the LazyCache section's text says no stack does; revise it")
@@ -205,7 +203,7 @@ def draw_front_chart(fronts: dict[str, dict], png: Path) -> None:
                 ax.plot(r["speedup_sd3-medium"], r["psnr_mean"], "s", color="#d62728", ms=5)
                 ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
                             textcoords="offset points", xytext=(4, 3), fontsize=7)
-        stacks = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] in STACK_FAMILIES]
+        stacks = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] in STACKS]
         if stacks:
             ax.plot(*zip(*stacks), "v", color="#8c564b", ms=5, ls="none", label="SDTM preset + LazyCache")
         ax.plot([], [], "s", color="#d62728", ms=5, ls="none", label="SDTM presets")

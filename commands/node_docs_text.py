@@ -206,8 +206,6 @@ SECTIONS: dict[str, dict[str, str]] = {
     "advanced.presets_intro": {
         "en": "Each preset of SDTM (SD3 / SD3.5) is these inputs of this node; every other input at its default:",
         "zh": "SDTM (SD3 / SD3.5) 的每个预设等于本节点的以下输入，其余输入保持默认值："},
-    "advanced.presets_header": {"en": "| preset | inputs that differ from the defaults |",
-                                "zh": "| 预设 | 与默认值不同的输入 |"},
     "advanced.defaults": {"en": "the defaults", "zh": "默认值"},
     "advanced.notes_title": {"en": "Good to know", "zh": "须知"},
     "advanced.notes": {

@@ -118,6 +118,14 @@ def load_photos() -> list[torch.Tensor]:
     return [load_photo(p) for p in PHOTOS]
 
 
+def whole_photo(photo: torch.Tensor, size: int) -> torch.Tensor:
+    """The photo's centre square scaled to size x size: the whole scene, [1, 3, size, size]."""
+    short = min(photo.shape[-2:])
+    top, left = (photo.shape[-2] - short) // 2, (photo.shape[-1] - short) // 2
+    return F.interpolate(photo[None, :, top:top + short, left:left + short], size=(size, size), mode="bilinear",
+                         antialias=True)
+
+
 def random_crop(photo: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     """A size x size crop [3, size, size] of the photo at a random scale (log-uniform between the
     scale where the crop spans the photo's short side and the photo's own), with a random

@@ -4,6 +4,7 @@ ComfyUI loads with UNETLoader and samples with KSampler like any SD3 model.
     nice -n 5 .venv/bin/python -m photo_fixture.train_fixture            # the committed fixture (about 40 min)
     .venv/bin/python -m photo_fixture.train_fixture --steps 200 --out /tmp/pilot   # a quick try
     .venv/bin/python -m photo_fixture.train_fixture --grid-only          # redraw the sample grid from the fixture
+    .venv/bin/python -m photo_fixture.train_fixture --dense --grid-only --grid-size 256 --grid-seeds 2
 
 What it trains (docs/FIXTURE.md says why):
 
@@ -444,11 +445,7 @@ def sample_grid(fixture: Path, png: Path, seeds: int = 4, size_px: int = 128, st
         positive = photo_codec.prompt_conditioning(clip, photo.caption)
         y = pad + row * (size_px + pad + label_h)
         draw.text((pad, y), f"{photo.caption!r} (left: the real photo)", fill="black")
-        short = min(pixels.shape[-2:])
-        top, left = (pixels.shape[-2] - short) // 2, (pixels.shape[-1] - short) // 2
-        real = torch.nn.functional.interpolate(pixels[None, :, top:top + short, left:left + short],
-                                               size=(size_px, size_px), mode="bilinear", antialias=True)
-        tiles = [photo_codec.decode_to_pil(photo_codec.encode(real))[0]]
+        tiles = [photo_codec.decode_to_pil(photo_codec.encode(photo_codec.whole_photo(pixels, size_px)))[0]]
         for seed in range(seeds):
             latent = sample_fixture(model, seed, positive, negative, steps, (latent_h // 8, latent_w // 8), cfg)
             tiles.append(photo_codec.decode_to_pil(latent)[0])
@@ -505,6 +502,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoint beside the loss log")
     parser.add_argument("--grid-only", action="store_true", help="only redraw the sample grid from the saved fixture")
     parser.add_argument("--no-grid", action="store_true", help="skip the sample grid")
+    parser.add_argument("--grid-size", type=int, default=128,
+                        help="the sample grid's image side in pixels (128: <prefix>_samples.png; other sizes: "
+                             "<prefix>_samples_<size>.jpg)")
+    parser.add_argument("--grid-seeds", type=int, default=4, help="samples per caption in the grid")
     args = parser.parse_args(argv)
     defaults = {"steps": (TrainConfig.steps, DEEP_STEPS, DENSE_STEPS), "lr": (TrainConfig.lr,) * 2 + (DENSE_LR,),
                 "warmup": (TrainConfig.warmup,) * 2 + (DENSE_WARMUP,),
@@ -557,8 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_grid:
         return
     started = time.perf_counter()
-    sample_grid(fixture, images / f"{prefix}_samples.png")
-    print(f"sample grid {images / f'{prefix}_samples.png'} in {time.perf_counter() - started:.0f} s")
+    grid = images / (f"{prefix}_samples.png" if args.grid_size == 128 else f"{prefix}_samples_{args.grid_size}.jpg")
+    sample_grid(fixture, grid, seeds=args.grid_seeds, size_px=args.grid_size)
+    print(f"sample grid {grid} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
