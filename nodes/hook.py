@@ -503,10 +503,16 @@ class SDTMJointBlock:
             part = tome_partition(metric, grid, call.merge.count, run.generator(metric.device))
         else:
             priority = run.priority(call.layout, metric.device)
+            rules = cfg.release  # the official release's rules in use (sdtm_ops.knobs.RELEASE_RULES)
             if call.merge.kind == "window":
-                part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight)
+                part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight,
+                                        mean_bonus="mean_bonus" in rules)
             else:
-                part = detail_partition(metric, grid, call.merge.count, priority, run.generator(metric.device))
+                first = "first_dst" in rules
+                part = detail_partition(metric, grid, call.merge.count,
+                                        priority if run.counted(call.layout) or not first else None,
+                                        run.generator(metric.device), first_dst=first,
+                                        blend_every_dst="dst_blended" in rules)
             if part is not None:
                 run.update_priority(call.layout, part)
         if part is not None and run.record_maps:

@@ -7,14 +7,21 @@ change with each benchmark run and live in docs/BENCHMARKS.md and its committed 
 """
 from __future__ import annotations
 
+import math
+
 from ..sdtm_ops import MODEL_SHAPES, SDTMConfig, schedule_cost, token_grid
+from ..sdtm_ops.knobs import RELEASE_SWITCH_STEPS
 
 FLOP_MODELS = ("sd3-medium", "sd3.5-medium", "sd3.5-large")
 FLOP_SIZE, FLOP_STEPS = 1024, 30
 
 # name -> (settings, what the preset is for, steps the FLOP model is stated at)
 _PRESETS: dict[str, tuple[SDTMConfig, str, int]] = {
-    "reference": (SDTMConfig(), "the official release's defaults, to compare with the paper", FLOP_STEPS),
+    "reference": (SDTMConfig(rules="release"),
+                  "the official release step for step (its defaults and its rules), to compare with the paper. Its "
+                  "structure phase ends at step 20 whatever the step count: at 4, 8 or 21 steps every merging step "
+                  "is a structure step; at 30 steps its merging steps through step 20 are structure steps and those "
+                  "from step 22 on detail steps (the other presets end it at 41% of the run)", FLOP_STEPS),
     "quality": (SDTMConfig(ratio=0.7, deviation=0.28, switch=1.0, structure_attention="full", protect_every=3),
                 "the most fidelity: merging steps merge 2x2 windows for the MLP only, attention stays full length",
                 FLOP_STEPS),
@@ -36,8 +43,12 @@ def settings_text(config: SDTMConfig) -> str:
     cache = "with cache blending" if config.caches else "no cache"
     extra = "".join(text for on, text in ((config.structure_attention == "full", ", full-length attention"),
                                           (config.proportional_attention, ", proportional attention")) if on)
-    return (f"ratio {config.ratio:g} +/- {config.deviation:g}, structure phase up to progress {config.switch:g}, "
-            f"{full}, {cache}{extra}")
+    if "switch_step" in config.release:
+        switch = f"structure phase through step {math.floor(config.switch * (RELEASE_SWITCH_STEPS - 1) + 1e-6)}"
+    else:
+        switch = f"structure phase up to progress {config.switch:g}"
+    rules = {"pack": "", "release": ", the release's rules"}.get(config.rules, f", rules {config.rules}")
+    return f"ratio {config.ratio:g} +/- {config.deviation:g}, {switch}, {full}, {cache}{extra}{rules}"
 
 
 def flop_speedups(config: SDTMConfig, steps: int) -> list[float]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import field, make_dataclass, replace
 
-from .knobs import KNOB_BY_FIELD, KNOBS, knob_problem, order_problem
+from .knobs import KNOB_BY_FIELD, KNOBS, knob_problem, order_problem, release_rules
 
 __all__ = ["SDTMConfig", "METHODS", "MERGE_MODES"]
 
@@ -25,6 +25,11 @@ class _ConfigRules:
 
     def replace(self, **changes) -> SDTMConfig:
         return replace(self, **changes)
+
+    @property
+    def release(self) -> frozenset[str]:
+        """The official release's rules this config runs (names of ``knobs.RELEASE_RULES``; empty: the pack's)."""
+        return release_rules(self.rules)
 
     @property
     def caches(self) -> bool:

@@ -9,15 +9,38 @@ widgets are positional in saved workflows, so a new row goes at the end).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
-__all__ = ["Knob", "KNOBS", "KNOB_BY_FIELD", "KNOB_BY_INPUT", "ORDERED", "PERCENT_HELP", "PRESET_VALUE", "knob_problem",
-           "order_problem"]
+__all__ = ["Knob", "KNOBS", "KNOB_BY_FIELD", "KNOB_BY_INPUT", "ORDERED", "PERCENT_HELP", "PRESET_VALUE",
+           "RELEASE_RULES", "RELEASE_SWITCH_STEPS", "knob_problem", "order_problem", "release_rules"]
 
 PERCENT_HELP = ("Progress is read on the model's sigma scale, as ComfyUI's own start/end percents: with "
                 "sgm_uniform or simple, step s of S is at about s/S (30 steps: 0.41 means steps 0-12), and a run "
                 "split over several samplers keeps the single run's plan.")
 PRESET_VALUE = -1  # on the SDTM node, this value of a preset-overriding input keeps the preset's value
+
+# The official release's 50 steps: with release rules the switch knob is read on this run (0.41 -> step 20).
+RELEASE_SWITCH_STEPS = 50
+# Where the official release's rules differ from the pack's: name -> (the release, the pack). The ``rules``
+# knob is "pack" (none of them), "release" (all of them) or, for benchmarks and tests, "pack+NAME[+NAME...]"
+# (the pack's rules with the named release rules switched on).
+RELEASE_RULES: dict[str, tuple[str, str]] = {
+    "mean_bonus": ("structure-phase priority bonus: counter / (its mean over the sample's tokens + 1e-6)",
+                   "counter / its largest value in the sample"),
+    "dst_counted": ("detail phase: every dst counts as merged (its counter keeps rising), one that received no "
+                    "src included", "a dst that received no src is a singleton (its counter is reset to 0)"),
+    "dst_blended": ("detail phase: every dst is blended with the cache", "only tokens in groups of two or more"),
+    "first_dst": ("detail-phase dst among equal counters: the first member of the window (random only while no "
+                  "counter exists); the same image whatever the sampler seed",
+                  "a random member from the seeded merge RNG"),
+    "switch_step": (f"end of the structure phase: an absolute step, structure while step <= switch x "
+                    f"{RELEASE_SWITCH_STEPS - 1} (20 with 0.41), at any step count",
+                    "progress: structure while the step's progress <= switch"),
+    "step_progress": ("progress of the ratio schedule (and of start / end): step index s / (S - 1)",
+                      "the step's sigma on the model's scale"),
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +60,9 @@ class Knob:
     sdtm_position: int | None = None
     preset_override: bool = False  # on the SDTM node: PRESET_VALUE keeps the preset's value
     sdtm_high: float | None = None  # the SDTM node's highest value, where lower than ``high``
+    # str knobs: values accepted besides ``choices`` (which the node shows), with a description for errors
+    accepts: Callable[[str], bool] | None = None
+    accepts_text: str = ""
 
     @property
     def option(self) -> str:
@@ -110,6 +136,16 @@ KNOBS: tuple[Knob, ...] = (
     Knob("structure_attention", "structure_attention", str, "merged", choices=("merged", "full"),
          tooltip="merged: structure steps run attention on the collapsed windows (the paper). full: structure "
                  "steps keep attention at full length and merge only the MLP input, as detail steps do."),
+    Knob("rules", "rules", str, "pack", choices=("pack", "release"),
+         accepts=lambda value: _rule_names(value) is not None,
+         accepts_text="pack+RULE[+RULE...] with RULE in " + ", ".join(RELEASE_RULES),
+         tooltip="pack: the pack's rules. release: the official release's, step for step: the priority bonus over "
+                 "the counter's mean (not its largest value); in the detail phase every dst counts as merged and is "
+                 f"blended with the cache, and the dst of a window with equal counters is its first member (the same "
+                 f"image whatever the seed); the structure phase ends at an absolute step (switch x "
+                 f"{RELEASE_SWITCH_STEPS - 1}: step 20 with 0.41, at any step count: at 21 steps or fewer every "
+                 "merging step is a structure step) and progress counts steps (s / (S - 1)), not sigmas. "
+                 "docs/METHOD.md measures each difference."),
 )
 
 KNOB_BY_FIELD = {knob.field: knob for knob in KNOBS}
@@ -121,7 +157,10 @@ def knob_problem(knob: Knob, value: object, name: str | None = None, bounds: tup
     field) and the accepted range ``bounds`` (default: the knob's)."""
     name = name or knob.field
     if knob.kind is str:
-        return None if value in knob.choices else f"{name} must be one of {', '.join(knob.choices)}, got {value!r}"
+        if value in knob.choices or (knob.accepts is not None and isinstance(value, str) and knob.accepts(value)):
+            return None
+        more = f" or {knob.accepts_text}" if knob.accepts_text else ""
+        return f"{name} must be one of {', '.join(knob.choices)}{more}, got {value!r}"
     if knob.kind is bool:
         return None if isinstance(value, bool) else f"{name} must be True or False, got {value!r}"
     low, high = bounds or (knob.low, knob.high)
@@ -151,3 +190,25 @@ def order_problem(values: dict, named: str = "field") -> str | None:
         return f"{name_a} ({a}) must not be after {name_b} ({b})" + (
             f" ({name_b} {last} stands for the last)" if last is not None else "")
     return None
+
+
+@lru_cache(maxsize=64)
+def _rule_names(value: str) -> frozenset[str] | None:
+    """The release rules a ``rules`` value switches on; None for a value that names none of the forms."""
+    if value == "pack":
+        return frozenset()
+    if value == "release":
+        return frozenset(RELEASE_RULES)
+    head, *names = value.split("+")
+    if head != "pack" or not names or any(name not in RELEASE_RULES for name in names):
+        return None
+    return frozenset(names)
+
+
+def release_rules(value: str) -> frozenset[str]:
+    """The names (keys of ``RELEASE_RULES``) of the release rules that the ``rules`` knob's ``value`` switches on."""
+    names = _rule_names(value)
+    if names is None:
+        raise ValueError(f"rules must be pack, release or pack+RULE[+RULE...] with RULE in "
+                         f"{', '.join(RELEASE_RULES)}, got {value!r}")
+    return names

@@ -78,12 +78,13 @@ def unmerge_tokens(y: torch.Tensor, part: Partition | None) -> torch.Tensor:
 
 
 def cached_share(part: Partition, fresh_weight: float | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, N, 1] share of the cached value in a blend: ``1 - fresh_weight`` at merged tokens, 0 at
-    singletons. Made once per partition and shared by its branches; ``fresh_weight`` may be a 0-dim
-    tensor of ``dtype`` on the tokens' device (a per-run constant: no host-to-device copy per block)."""
+    """[B, N, 1] share of the cached value in a blend: ``1 - fresh_weight`` at merged tokens (the
+    partition's ``blended`` tokens), 0 at singletons. Made once per partition and shared by its branches;
+    ``fresh_weight`` may be a 0-dim tensor of ``dtype`` on the tokens' device (a per-run constant: no
+    host-to-device copy per block)."""
     if isinstance(fresh_weight, torch.Tensor):
-        return part.merged.unsqueeze(-1) * fresh_weight
-    return part.merged.unsqueeze(-1).to(dtype) * (1.0 - fresh_weight)
+        return part.blended.unsqueeze(-1) * fresh_weight
+    return part.blended.unsqueeze(-1).to(dtype) * (1.0 - fresh_weight)
 
 
 def blend_with_cache(fresh: torch.Tensor, cached: torch.Tensor, part: Partition | None,

@@ -99,8 +99,10 @@ class Partition:
     index table for every merge (index_add) and unmerge (index_select) of the block. Groups
     ``[0, num_singletons)`` hold one token each and come first. ``merged[b, n]`` is True for every
     token of a group with two or more members. ``float_sizes`` [B * G, 1] counts each group's members.
-    ``group``, ``sizes`` and ``rep`` (the token that represents a group: its dst, or for a collapsed
-    window its first member; used by prune-merge) are derived when asked for.
+    ``group``, ``sizes``, ``rep`` (the token that represents a group: its dst, or for a collapsed
+    window its first member; used by prune-merge) and ``grouped`` are derived when asked for.
+    ``blend`` [B, N] bool: the tokens cache blending reaches; None: ``merged`` (the release's rule, every
+    dst of a detail partition, sets it to ``grouped``).
     """
 
     rows: torch.Tensor  # [B, N] int64 in [0, B * G)
@@ -108,6 +110,12 @@ class Partition:
     merged: torch.Tensor  # [B, N] bool
     num_singletons: int  # groups [0, num_singletons) have exactly one member by construction
     rep_parts: tuple = ()  # [B, *] token tensors whose concatenation is rep; () = first member
+    blend: torch.Tensor | None = None  # [B, N] bool tokens blended with a cache; None: merged
+
+    @property
+    def blended(self) -> torch.Tensor:
+        """[B, N] bool: the tokens that cache blending reaches."""
+        return self.merged if self.blend is None else self.blend
 
     @property
     def num_groups(self) -> int:
@@ -128,6 +136,12 @@ class Partition:
         """[B, N] int64 group of each token in [0, G)."""
         offsets = torch.arange(0, self.batch * self.num_groups, self.num_groups, device=self.rows.device)
         return self.rows - offsets.unsqueeze(1)
+
+    @cached_property
+    def grouped(self) -> torch.Tensor:
+        """[B, N] bool: tokens of the groups past the singletons: every member of a collapsed window, and
+        in a bipartite partition every merged src and every dst, one that received no src included."""
+        return self.group >= self.num_singletons
 
     @cached_property
     def sizes(self) -> torch.Tensor:
@@ -186,14 +200,22 @@ def _check(metric: torch.Tensor, grid: WindowGrid) -> None:
 
 
 def _window_dst(grid: WindowGrid, batch: int, priority: torch.Tensor | None,
-                generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+                generator: torch.Generator | None, device: torch.device, first: bool = False) -> torch.Tensor:
     """Per window the member (0..K-1) that becomes dst: highest priority, seeded-random among ties.
 
     The random part is below 1/2, so it only breaks ties between equal integer counters; without a
-    counter the choice is uniformly random. Returns [B, nW] int64.
+    counter the choice is uniformly random. ``first`` (the release's rule): among equal counters the
+    first member (an argmax); without a counter a random member, or for an odd batch (which cannot
+    hold cond and uncond halves) the first. Returns [B, nW] int64.
     """
     if generator is not None and generator.device.type != torch.device(device).type:
         raise ValueError(f"generator is on {generator.device}, tensors are on {device}")
+    if first and priority is not None:
+        return _window_view(priority, grid).transpose(2, 3).reshape(batch, grid.num_windows, grid.window_size).argmax(
+            dim=-1)
+    if first and batch % 2 == 1:
+        return grid.const(("first_member", batch), lambda: torch.zeros(batch, grid.num_windows, dtype=torch.long,
+                                                                       device=device))
     key = torch.empty(batch, grid.rows, grid.cols, grid.k, grid.k, device=device).uniform_(0.0, 0.5,
                                                                                            generator=generator)
     if priority is not None:
@@ -202,12 +224,14 @@ def _window_dst(grid: WindowGrid, batch: int, priority: torch.Tensor | None,
 
 
 def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
-                     priority: torch.Tensor | None = None, priority_weight: float = 0.0) -> Partition | None:
+                     priority: torch.Tensor | None = None, priority_weight: float = 0.0,
+                     mean_bonus: bool = False) -> Partition | None:
     """Structure-phase partition (SSM): collapse the ``num_windows`` most uniform windows.
 
     metric: [B, N, C] tokens; score of a window = mean pairwise cosine similarity of its K members
     (diagonal included), plus ``priority_weight`` times the mean of the members' priority counters
-    normalised by each sample's largest counter. The top windows become one group each; every other
+    normalised by each sample's largest counter (``mean_bonus``, the release's rule: by the mean of the
+    sample's counters + 1e-6). The top windows become one group each; every other
     token is a singleton. Returns None (identity) when ``num_windows`` is 0.
     Groups: [singletons in raster order ; one per collapsed window]. G = N - (K - 1) * num_windows.
     """
@@ -229,8 +253,11 @@ def window_partition(metric: torch.Tensor, grid: WindowGrid, num_windows: int,
     score = torch.bmm(window_sum, window_sum.transpose(1, 2)).view(B, -1)
     if priority is not None and priority_weight != 0.0:
         counters = _window_view(priority, grid).sum(dim=(2, 4), dtype=torch.float32).reshape(B, -1)
-        largest = priority.amax(dim=1, keepdim=True).clamp_min_(1)
-        score = score.addcdiv_(counters, largest, value=priority_weight * K)
+        if mean_bonus:
+            scale = priority.mean(dim=1, keepdim=True, dtype=torch.float32).add_(1e-6)
+        else:
+            scale = priority.amax(dim=1, keepdim=True).clamp_min_(1)
+        score = score.addcdiv_(counters, scale, value=priority_weight * K)
 
     chosen = score.topk(num_windows, dim=1, sorted=False).indices  # [B, W]
     members = grid.members[chosen].reshape(B, num_windows * K)
@@ -306,15 +333,22 @@ def _bipartite_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
 
 def detail_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,
                      priority: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> Partition | None:
+                     generator: torch.Generator | None = None, first_dst: bool = False,
+                     blend_every_dst: bool = False) -> Partition | None:
     """Detail-phase partition (FIDM): in each window the member with the highest priority counter is
-    dst (seeded random among ties, and everywhere while no counter exists), the rest are src;
-    the ``num_merge`` src most similar to some dst are merged into it. None when num_merge is 0."""
+    dst (seeded random among ties, and everywhere while no counter exists; ``first_dst``, the release's
+    rule: the first member among ties), the rest are src; the ``num_merge`` src most similar to some dst
+    are merged into it. ``blend_every_dst`` (the release's rule): cache blending reaches every dst, not
+    only those that received a src. None when num_merge is 0."""
     _check(metric, grid)
     if num_merge <= 0 or grid.window_size < 2:
         return None
-    dst_member = _window_dst(grid, metric.shape[0], priority, generator, metric.device)
-    return _bipartite_partition(metric, grid, num_merge, dst_member)
+    dst_member = _window_dst(grid, metric.shape[0], priority, generator, metric.device, first=first_dst)
+    part = _bipartite_partition(metric, grid, num_merge, dst_member)
+    if blend_every_dst:
+        part = Partition(part.rows, part.float_sizes, part.merged, part.num_singletons, part.rep_parts,
+                         blend=part.grouped)
+    return part
 
 
 def tome_partition(metric: torch.Tensor, grid: WindowGrid, num_merge: int,

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .config import SDTMConfig
+from .knobs import RELEASE_SWITCH_STEPS
 from .partition import detail_merge_count, structure_merge_count
 
 __all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "percent_of_sigma", "steps_before",
-           "step_plan", "block_is_merged", "block_merge", "reference_config"]
+           "step_plan", "structure_until", "block_is_merged", "block_merge", "reference_config"]
 
 
 class Phase(str, Enum):
@@ -93,10 +94,21 @@ def steps_before(progress: list[float]) -> int:
     return max(0, round(progress[0] / per_step)) if per_step > _EPS else 0
 
 
+def structure_until(config: SDTMConfig, step: int, progress: float) -> bool:
+    """Whether a merging step is in the structure phase: its progress <= switch (the pack), or with the
+    release's ``switch_step`` rule its index <= switch x 49 (step 20 with 0.41), whatever the step count."""
+    if "switch_step" in config.release:
+        return step <= config.switch * (RELEASE_SWITCH_STEPS - 1) + 1e-6
+    return progress <= config.switch + _EPS
+
+
 def step_plan(config: SDTMConfig, step: int, num_steps: int, progress: float | None = None) -> StepPlan:
     """The phase and ratio of step ``step`` (its index in the whole schedule, for protected steps);
-    ``progress`` defaults to step / (num_steps - 1)."""
-    p = progress_at(step, num_steps) if progress is None else min(1.0, max(0.0, float(progress)))
+    ``progress`` defaults to step / (num_steps - 1), which the release's ``step_progress`` rule always uses."""
+    if progress is None or "step_progress" in config.release:
+        p = progress_at(step, num_steps)
+    else:
+        p = min(1.0, max(0.0, float(progress)))
     if not (config.start - _EPS <= p <= config.end + _EPS):
         return StepPlan(step, num_steps, p, Phase.FULL, 0.0, False)
     if config.protect_every > 0 and step % config.protect_every == 0:
@@ -104,7 +116,7 @@ def step_plan(config: SDTMConfig, step: int, num_steps: int, progress: float | N
     if config.method == "tome":
         phase = Phase.STRUCTURE  # ToMe shortens attention and MLP on every merged step
     else:
-        phase = Phase.STRUCTURE if p <= config.switch + _EPS else Phase.DETAIL
+        phase = Phase.STRUCTURE if structure_until(config, step, p) else Phase.DETAIL
     return StepPlan(step, num_steps, p, phase, ratio_at(config, p), False)
 
 

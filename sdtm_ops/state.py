@@ -211,6 +211,7 @@ class RunState:
         self._priority: dict[tuple, torch.Tensor] = {} if carry is None else {
             k: v.clone() for k, v in carry.priority.items()}
         self._cache: dict[tuple, torch.Tensor] = {} if carry is None else dict(carry.cache)
+        self._counted: set[tuple] = set(self._priority)
         self._grids: dict[tuple, WindowGrid] = {}
         self._constants: dict[tuple, object] = {}
         self._merges: dict[tuple, bool] = {}
@@ -300,11 +301,19 @@ class RunState:
             self._note_memory()
         return counter
 
+    def counted(self, layout: tuple) -> bool:
+        """Whether a partition of this layout has updated its counter in this run (or the run it continues):
+        the release's "a counter exists" (before that its detail phase picks random dst)."""
+        return layout in self._counted
+
     def update_priority(self, layout: tuple, part: Partition) -> None:
         """Add 1 to every token, then reset the tokens that stayed singletons: ``merged * (counter + 1)``
-        in one op, written in place."""
+        in one op, written in place. With the release's ``dst_counted`` rule every dst of a detail
+        partition counts as merged (``part.grouped``), one that received no src included."""
         counter = self.priority(layout, part.rows.device)
-        torch.addcmul(part.merged, counter, part.merged, out=counter)
+        mask = part.grouped if "dst_counted" in self.config.release else part.merged
+        torch.addcmul(mask, counter, mask, out=counter)
+        self._counted.add(layout)
 
     # -- merge maps -------------------------------------------------------------------------
     def record_partition(self, step: int, block: int, part: Partition, h: int, w: int) -> None:
@@ -374,6 +383,7 @@ class RunState:
         self._cache.clear()
         self._maps.clear()
         self._priority.clear()
+        self._counted.clear()
         self._cache_bytes = self._priority_bytes = 0
         self._grids.clear()
         self._constants.clear()

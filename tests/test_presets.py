@@ -55,8 +55,14 @@ def test_preset_descriptions_state_the_flop_model(pack):
 
 def test_preset_descriptions_state_the_presets_settings(pack):
     for name, (config, text) in pack.presets.PRESETS.items():
-        found = re.search(r"ratio ([\d.]+) \+/- ([\d.]+), structure phase up to progress ([\d.]+)", text)
-        assert found and [float(g) for g in found.groups()] == [config.ratio, config.deviation, config.switch], text
+        found = re.search(r"ratio ([\d.]+) \+/- ([\d.]+), structure phase (up to progress|through step) ([\d.]+)",
+                          text)
+        assert found and [float(found.group(1)), float(found.group(2))] == [config.ratio, config.deviation], text
+        if config.rules == "release":  # the release's absolute switch step: switch x 49, rounded down
+            assert found.group(3) == "through step" and int(found.group(4)) == int(config.switch * 49 + 1e-6), text
+        else:
+            assert found.group(3) == "up to progress" and float(found.group(4)) == config.switch, text
+        assert ("the release's rules" in text) == (config.rules == "release"), text
         assert ("no full steps" in text) == (config.protect_every == 0), text
         assert ("with cache blending" in text) == config.caches, text
         assert ("full-length attention" in text) == (config.structure_attention == "full"), text
