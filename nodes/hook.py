@@ -48,13 +48,10 @@ from ..sdtm_ops import (
     block_flops,
     block_is_merged,
     block_merge,
-    detail_partition,
     layout_key,
     percent_of_sigma,
     proportional_bias,
     steps_before,
-    tome_partition,
-    window_partition,
 )
 from .joint_block import EAGER, BlockFunctions, block_prelude, compile_block_functions, host_compile_settings
 
@@ -497,24 +494,8 @@ class SDTMJointBlock:
         return merging, storing
 
     def _partition(self, call: CallContext, metric: torch.Tensor):
-        run, cfg = call.run, call.run.config
-        grid = run.grid(call.h, call.w, metric.device)
-        if cfg.method == "tome":
-            part = tome_partition(metric, grid, call.merge.count, run.generator(metric.device))
-        else:
-            priority = run.priority(call.layout, metric.device)
-            rules = cfg.release  # the official release's rules in use (sdtm_ops.knobs.RELEASE_RULES)
-            if call.merge.kind == "window":
-                part = window_partition(metric, grid, call.merge.count, priority, cfg.priority_weight,
-                                        mean_bonus="mean_bonus" in rules)
-            else:
-                first = "first_dst" in rules
-                part = detail_partition(metric, grid, call.merge.count,
-                                        priority if run.counted(call.layout) or not first else None,
-                                        run.generator(metric.device), first_dst=first,
-                                        blend_every_dst="dst_blended" in rules)
-            if part is not None:
-                run.update_priority(call.layout, part)
+        run = call.run
+        part = run.partition(metric, run.grid(call.h, call.w, metric.device), call.merge, call.layout)
         if part is not None and run.record_maps:
             run.record_partition(call.plan.step, self.index, part, call.h, call.w)
         return part

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import SDTMConfig
-from .partition import Partition, WindowGrid, window_grid
-from .schedule import Phase, StepPlan, block_merge, step_plan
+from .partition import Partition, WindowGrid, detail_partition, tome_partition, window_grid, window_partition
+from .schedule import BlockMerge, Phase, StepPlan, block_merge, step_plan
 
 __all__ = ["RunCarry", "RunState", "RunStats", "StepStats", "layout_key", "tensor_bytes"]
 
@@ -314,6 +314,27 @@ class RunState:
         mask = part.grouped if "dst_counted" in self.config.release else part.merged
         torch.addcmul(mask, counter, mask, out=counter)
         self._counted.add(layout)
+
+    def partition(self, metric: torch.Tensor, grid: WindowGrid, merge: BlockMerge, layout: tuple) -> Partition | None:
+        """The partition of one merging block (``merge``: its kind and count, from :func:`block_merge`) from its
+        metric [B, N, C], with this run's rules (the pack's or the release's: ``config.release``), counter and
+        merge RNG; the counter is updated. None when it merges nothing."""
+        cfg = self.config
+        if cfg.method == "tome":
+            return tome_partition(metric, grid, merge.count, self.generator(metric.device))
+        priority = self.priority(layout, metric.device)
+        rules = cfg.release
+        if merge.kind == "window":
+            part = window_partition(metric, grid, merge.count, priority, cfg.priority_weight,
+                                    mean_bonus="mean_bonus" in rules)
+        else:
+            first = "first_dst" in rules  # the release: random dst only while no counter exists
+            part = detail_partition(metric, grid, merge.count, priority if self.counted(layout) or not first else None,
+                                    self.generator(metric.device), first_dst=first,
+                                    blend_every_dst="dst_blended" in rules)
+        if part is not None:
+            self.update_priority(layout, part)
+        return part
 
     # -- merge maps -------------------------------------------------------------------------
     def record_partition(self, step: int, block: int, part: Partition, h: int, w: int) -> None:
