@@ -39,6 +39,11 @@ KNOB_ZH: dict[str, dict[str, str]] = {
                                                         "（改用 memory-efficient 内核）。"},
     "structure_attention": {"for": "70ef426d", "zh": "merged：结构步在合并后的窗口上计算注意力（论文的做法）。full：结构步保持完整长度"
                                                      "的注意力，只合并 MLP 的输入，与细节步相同。"},
+    "rules": {"for": "85076022", "zh": "pack：本插件的规则。release：官方发布版的规则，逐步一致：结构阶段的优先级加成用计数器的均值"
+                                       "（而非最大值）归一化；细节阶段每个 dst 都算作已合并并与缓存混合，窗口内计数器相同时取窗口的第一个"
+                                       "成员作为 dst（无论种子如何，图像都相同）；结构阶段在绝对步号处结束（switch × 49：0.41 时为第 "
+                                       "20 步，与总步数无关：21 步及以下时每个合并步都是结构步）；进度按步数计算（s / (S - 1)），而非"
+                                       " sigma。docs/METHOD.md 测量了每一项差异。"},
 }
 
 # sdtm_ops.knobs.PERCENT_HELP, which ends the tooltips of the three progress knobs
@@ -54,7 +59,7 @@ PRESET_VALUE_NOTE = {"en": "{value} keeps the preset's value. ", "zh": "{value} 
 INPUT_TEXT: dict[tuple[str, str], dict[str, str]] = {
     ("SDTM_Apply", "model"): {"for": "e9294527", "zh": "SD3 系列模型（SD3-medium、SD3.5-medium、SD3.5-large、SD3.5-large-turbo）。"
                                                        "它不会被修改：返回的是打过补丁的副本。"},
-    ("SDTM_Apply", "preset"): {"for": "2a16f52e", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
+    ("SDTM_Apply", "preset"): {"for": "3ed23ffc", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
     ("SDTM_Apply", "output"): {"for": "2a829533", "zh": "模型的副本，其联合块用 SDTM 合并 token。"},
     ("SDTM_ApplyAdvanced", "model"): {"for": "ae6e43a0", "zh": "SD3 系列模型。它不会被修改：返回的是打过补丁的副本。"},
     ("SDTM_ApplyAdvanced", "output"): {"for": "cc811762", "zh": "模型的副本，其联合块合并 token。"},
@@ -75,8 +80,9 @@ INPUT_TEXT: dict[tuple[str, str], dict[str, str]] = {
 
 # What each preset is for, on the pages; ``for`` is the digest of the preset's purpose in nodes/presets.py.
 PRESET_TEXT: dict[str, dict[str, str]] = {
-    "reference": {"for": "976cc4f8", "en": "comparing with the paper: the official release's settings",
-                  "zh": "与论文对比：官方发布版的设置"},
+    "reference": {"for": "6d3ad36c", "en": "comparing with the paper: the official release step for step, its rules "
+                                           "included (at 21 steps or fewer every merging step is a structure step)",
+                  "zh": "与论文对比：逐步复现官方发布版，包括其规则（21 步及以下时每个合并步都是结构步）"},
     "quality": {"for": "871621d9", "en": "SD3 / SD3.5 at 20-50 steps, when the image must change least",
                 "zh": "SD3 / SD3.5，20-50 步，需要图像改变最少时"},
     "balanced": {"for": "68950209", "en": "SD3 / SD3.5 at 20-50 steps: the default",
