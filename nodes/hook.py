@@ -6,9 +6,11 @@
   the merge RNG seeded from the sampling seed), places the run on the model's sigma scale (progress as
   ComfyUI's start/end percents), keeps its report under the fingerprint of the latent it produced, logs
   the summary and frees everything at the end, also when sampling raises or is interrupted. A run that
-  stops part-way (sigma above 0) leaves a read-only :class:`~sdtm_ops.state.RunCarry`; a run that starts
-  at that sigma from the very latent that run returned (a second KSamplerAdvanced, a refiner pass on the
-  same model) is its continuation and goes on from that state; any other run starts afresh;
+  stops part-way (sigma above 0) leaves a read-only :class:`~sdtm_ops.state.RunCarry`; the rest of that run
+  (a second KSamplerAdvanced, a refiner pass on the same model) goes on from that state: a run that starts at
+  that sigma from the very latent it returned, adds no noise, has its seed and continues its schedule (the
+  same scheduler and step count). Any other run starts afresh, and says why when it starts where a part
+  stopped;
 * PREDICT_NOISE gives each sampler evaluation (cond and uncond together, Heun's corrector included)
   the plan of its step;
 * APPLY_MODEL reads, once per model call, the latent's token grid and hands the blocks a
@@ -168,6 +170,8 @@ class PatchInfo:
     * ``carries``: for the last CARRIES_KEPT runs that stopped part-way (last sigma above 0), the read-only
       state a continuation starts from (:class:`~sdtm_ops.state.RunCarry`, on the CPU), under (last sigma,
       fingerprint of the returned latent). A run ending at sigma 0 leaves none: nothing can continue it.
+      The keys of carries dropped by that limit are remembered (FORGOTTEN_KEPT) only to say so when their
+      continuation arrives.
     """
 
     RUNS_KEPT = 8
@@ -181,6 +185,7 @@ class PatchInfo:
         self.runs: OrderedDict[str, RunRecord] = OrderedDict()
         self.forgotten: OrderedDict[str, None] = OrderedDict()
         self.carries: OrderedDict[tuple[float, str], RunCarry] = OrderedDict()
+        self.dropped: OrderedDict[tuple[float, str], None] = OrderedDict()  # keys of carries dropped (bounded)
         self.logged: set[str] = set()  # one-time log lines already written
         self._unnamed_runs = 0
         self._compiled: dict[str, BlockFunctions] = {}  # the host's compile settings -> compiled functions
@@ -228,17 +233,28 @@ class PatchInfo:
 
     def keep_carry(self, last_sigma: float, fingerprint: str, carry: RunCarry) -> None:
         key = (last_sigma, fingerprint)
+        self.dropped.pop(key, None)
         self.carries[key] = carry
         self.carries.move_to_end(key)
         while len(self.carries) > self.CARRIES_KEPT:
-            self.carries.popitem(last=False)
+            dropped, _ = self.carries.popitem(last=False)
+            self.dropped[dropped] = None
+            while len(self.dropped) > self.FORGOTTEN_KEPT:
+                self.dropped.popitem(last=False)
 
-    def carry_for(self, first_sigma: float, latent) -> RunCarry | None:
-        """The carry of the run this one continues: one that stopped at ``first_sigma`` and returned exactly
-        ``latent``. The latent is read (one transfer) only when some kept run stopped at that sigma."""
-        if not any(sigma == first_sigma for sigma, _ in self.carries):
-            return None
-        return self.carries.get((first_sigma, latent_fingerprint(latent)))
+    def carry_for(self, first_sigma: float, latent) -> tuple[RunCarry | None, str | None]:
+        """The carry of a run that stopped at ``first_sigma`` and returned exactly ``latent`` (the latent is
+        read, one transfer, only when some run stopped at that sigma), or (None, why that run's carry is gone)
+        when this model dropped it; (None, None) when no run stopped there with that latent."""
+        if not any(sigma == first_sigma for sigma, _ in (*self.carries, *self.dropped)):
+            return None, None
+        key = (first_sigma, latent_fingerprint(latent))
+        if key in self.dropped:
+            return None, (f"the part it continues stopped at this sigma and returned this latent, but its state was "
+                          f"dropped: this model keeps the state of its last {self.CARRIES_KEPT} part-way runs and "
+                          f"{self.CARRIES_KEPT} or more stopped after it (other split runs on this model or its "
+                          f"clones). Run each part right after the one before it, or queue the prompt again")
+        return self.carries.get(key), None
 
     @property
     def carried_bytes(self) -> int:
@@ -308,15 +324,73 @@ def sigma_progress(model_sampling, schedule: list[float]) -> list[float]:
     return [percent_of_sigma(float(sigma), model_sampling.percent_to_sigma) for sigma in schedule]
 
 
-def _place_run(info: PatchInfo, guider, schedule: list[float], latent) -> tuple[list[float], int, RunCarry | None]:
+def _scheduler_sigmas():
+    """The host's schedulers as (name -> function(model_sampling, steps) -> sigmas), or None on a host
+    without ``comfy.samplers.calculate_sigmas``."""
+    import comfy.samplers
+    calculate = getattr(comfy.samplers, "calculate_sigmas", None)
+    names = getattr(comfy.samplers, "SCHEDULER_NAMES", None)
+    if calculate is None or not names:
+        return None
+    return {name: (lambda model_sampling, steps, name=name: calculate(model_sampling, name, steps)) for name in names}
+
+
+def one_schedule(model_sampling, before: tuple[float, ...], after: list[float]) -> bool:
+    """Whether ``before`` (a stopped run's sigmas) followed by ``after`` (a new run's, starting at
+    before's last) is one stretch of a schedule of one of the host's schedulers at one step count: the
+    sigmas KSamplerAdvanced or SplitSigmas give the two parts of one run. A run with another step count
+    or scheduler that happens to start at the same sigma is not. A final 0 of ``after`` may be a forced
+    full denoise, so it is not compared. Without the host's schedulers, True."""
+    schedulers = _scheduler_sigmas()
+    if schedulers is None:
+        return True
+    whole = list(before) + list(after[1:])
+    compared = whole[:-1] if whole[-1] == 0.0 and len(whole) > 2 else whole
+    least = len(whole) - 1
+    for steps in range(least, 2 * least + 33):  # longer schedules: a part of a run with denoise < 1
+        for calculate in schedulers.values():
+            sigmas = [float(v) for v in calculate(model_sampling, steps).reshape(-1).tolist()]
+            for start in range(len(sigmas) - len(compared) + 1):
+                if abs(sigmas[start] - compared[0]) <= 1e-5 * abs(compared[0]):
+                    if all(abs(a - b) <= 1e-5 * max(abs(a), 1e-3) for a, b in
+                           zip(sigmas[start:start + len(compared)], compared)):
+                        return True
+                    break
+    return False
+
+
+def continuation_problem(carry: RunCarry, model_sampling, schedule: list[float], noise, seed) -> str | None:
+    """Why a run that starts where ``carry``'s run stopped, from the latent it returned, is not the rest of
+    that run (None: it is): it adds noise, has another seed, or another schedule."""
+    if isinstance(noise, torch.Tensor) and bool(torch.count_nonzero(noise)):
+        return "it adds noise (the rest of a run adds none: add_noise disabled)"
+    if carry.sampler_seed is not None and seed is not None and int(seed) != carry.sampler_seed:
+        return f"its seed {int(seed)} is not the seed {carry.sampler_seed} of the part that stopped there"
+    if not one_schedule(model_sampling, carry.sigmas, schedule):
+        return ("its sigmas are not the rest of that part's schedule (another step count or scheduler, or "
+                "sigmas none of ComfyUI's schedulers make)")
+    return None
+
+
+def _place_run(info: PatchInfo, guider, schedule: list[float], arguments: dict
+               ) -> tuple[list[float], int, RunCarry | None, str | None]:
     """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
-    SDTM changes it), the index of its first step in the whole schedule, and the carry of the run it
-    continues (None: it starts afresh, its first step estimated from its first sigma)."""
-    progress = sigma_progress(guider.model_patcher.get_model_object("model_sampling"), schedule)
-    carry = info.carry_for(schedule[0], latent)
+    SDTM changes it), the index of its first step in the whole schedule, the carry of the run it continues
+    (None: it starts afresh, its first step estimated from its first sigma) and, for a run that starts
+    where a kept run stopped but is not its continuation, why it starts afresh."""
+    model_sampling = guider.model_patcher.get_model_object("model_sampling")
+    progress = sigma_progress(model_sampling, schedule)
+    carry, reason = info.carry_for(schedule[0], arguments.get("latent_image"))
     if carry is not None:
-        return progress[:-1], carry.end_step, carry.to(guider.model_patcher.load_device)
-    return progress[:-1], steps_before(progress), None
+        reason = continuation_problem(carry, model_sampling, schedule, arguments.get("noise"),
+                                      arguments.get("seed"))
+    if reason is not None:
+        log.warning("SDTM %s: this run starts where an earlier part of a split run stopped, from the latent it "
+                    "returned, but it starts afresh: %s.", info.label, reason)
+        return progress, steps_before(progress), None, reason
+    if carry is not None:
+        return progress, carry.end_step, carry.to(guider.model_patcher.load_device), None
+    return progress, steps_before(progress), None, None
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -329,10 +403,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if len(schedule) < 2:  # no step to take (SplitSigmas at the last step): exactly as without SDTM
         return executor(*args, **kwargs)
     seed = arguments.get("seed")
-    progress, first_step, carry = _place_run(info, guider, schedule, arguments.get("latent_image"))
-    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress,
+    progress, first_step, carry, fresh_reason = _place_run(info, guider, schedule, arguments)
+    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress[:-1],
                    first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")),
-                   carry=carry, record_maps=info.record_maps)
+                   carry=carry, record_maps=info.record_maps,
+                   tail_progress=progress[-1] if schedule[-1] > 0 else None)
     guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
     guider.model_options["transformer_options"][RUN_KEY] = run
     guider.model_options["transformer_options"][FUNCTIONS_KEY] = info.block_functions(original_options)
@@ -351,7 +426,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         if info.carries:
             summary += f"; kept for continuations {info.carried_bytes / 2**20:.1f} MiB"
         report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
-                  "first_step": run.first_step, "continued": run.continued,
+                  "first_step": run.first_step, "continued": run.continued, "afresh_because": fresh_reason,
                   "steps_run": sorted(run.stats.steps),
                   "progress": [plan.progress for plan in run.plans], "seed": run.seed,
                   "sampler_corrector": run.corrector_sampler,

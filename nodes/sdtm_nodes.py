@@ -64,6 +64,21 @@ def knob_input(knob: Knob, sdtm_node: bool = False) -> io.Input:
     return io.Combo.Input(knob.input, options=list(knob.choices), default=default, tooltip=tooltip)
 
 
+def keeps_preset(knob: Knob, value, sdtm_node: bool) -> bool:
+    """On the SDTM node, whether ``value`` of ``knob`` is the one that keeps the preset's value (only
+    PRESET_VALUE itself: any other negative value is refused, not read as the preset's)."""
+    return (sdtm_node and knob.preset_override and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value == PRESET_VALUE)
+
+
+def preset_problem(preset) -> str | None:
+    """What is wrong with a value of the SDTM node's ``preset`` input (None: nothing)."""
+    if isinstance(preset, str) and preset in PRESETS:
+        return None
+    kind = "" if isinstance(preset, str) else f" (a {type(preset).__name__}, not the name of a preset)"
+    return f"preset must be one of {', '.join(PRESETS)}, got {preset!r}{kind}"
+
+
 def _needs_own_check(knob: Knob) -> bool:
     """Inputs ComfyUI's own validation does not fully check: floats (it lets NaN through), choices (0.3.75
     does not check a V3 node's combo values) and the ordered pairs."""
@@ -80,11 +95,13 @@ def knob_problems(values: dict, sdtm_node: bool = False, linked_ok: bool = True)
         knob = KNOB_BY_INPUT[name]
         if value is None or (linked_ok and knob.kind in (int, float) and isinstance(value, str)):
             continue
-        if sdtm_node and knob.preset_override and isinstance(value, (int, float)) and value < 0:
-            continue  # the preset's value
-        problem = knob_problem(knob, value, knob.input, knob.bounds(sdtm_node))
+        if keeps_preset(knob, value, sdtm_node):
+            continue
+        override = sdtm_node and knob.preset_override
+        low, high = knob.bounds(sdtm_node)
+        problem = knob_problem(knob, value, knob.input, (knob.low if override else low, high))
         if problem:
-            return problem
+            return problem.replace("], got", f"] or {PRESET_VALUE} (the preset's value), got", 1) if override else problem
         fields[knob.field] = value
     return order_problem(fields, named="input")
 
@@ -94,8 +111,8 @@ def _validator(checked: tuple[str, ...], sdtm_node: bool):
     inputs a node's validate_inputs names, and skips its own min/max check for those."""
     def validate_inputs(cls, **values) -> str | bool:
         preset = values.pop("preset", None)
-        if preset is not None and preset not in PRESETS:
-            return f"preset must be one of {', '.join(PRESETS)}, got {preset!r}"
+        if preset is not None and preset_problem(preset):
+            return preset_problem(preset)
         return knob_problems(values, sdtm_node) or True
     parameters = [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in checked]
@@ -135,8 +152,8 @@ class SDTMApply(io.ComfyNode):
         if len(values) > len(SIMPLE_KNOBS):
             raise TypeError(f"SDTM_Apply takes {len(SIMPLE_KNOBS)} knob inputs, got {len(values)}")
         knobs = {**{knob.input: value for knob, value in zip(SIMPLE_KNOBS, values)}, **knobs}
-        if preset not in PRESETS:
-            raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+        if preset_problem(preset):
+            raise ValueError(preset_problem(preset))
         unknown = set(knobs) - {k.input for k in SIMPLE_KNOBS}
         if unknown:
             raise TypeError(f"SDTM_Apply has no input {', '.join(sorted(unknown))}")
@@ -144,7 +161,7 @@ class SDTMApply(io.ComfyNode):
         if problem:
             raise ValueError(problem)
         overrides = {KNOB_BY_INPUT[name].field: value for name, value in knobs.items()
-                     if not (KNOB_BY_INPUT[name].preset_override and value < 0)}
+                     if not keeps_preset(KNOB_BY_INPUT[name], value, sdtm_node=True)}
         return io.NodeOutput(patch_model(model, preset_config(preset, **overrides), label=f"preset {preset}",
                                          record_maps=_records_maps(cls)))
 
@@ -236,6 +253,9 @@ def readable_report(report: dict) -> str:
     if report.get("continued"):
         head += ", continuing the run that stopped at step " + str(first)
     lines = [head + f", seed {report['seed']}"]
+    if report.get("afresh_because"):
+        lines.append(f"started afresh, not as the continuation of the part that stopped at its first sigma: "
+                     f"{report['afresh_because']}")
     if ran != scheduled:  # dpm_fast / dpm_adaptive pick their own points within the schedule
         lines.append(f"the sampler evaluated the model within steps {_step_ranges(ran) or 'none'} of the schedule "
                      "(it chooses its own points)")

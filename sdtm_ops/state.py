@@ -13,7 +13,7 @@ it changes, so the same carry can start the same continuation again (a re-queued
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -155,6 +155,8 @@ class RunCarry:
     priority: dict
     cache: dict
     generator_states: dict
+    sigmas: tuple[float, ...] = ()  # the stopped run's own schedule, its last sigma included
+    sampler_seed: int | None = None  # the seed its sampler was given (a continuation must be given the same)
 
     @property
     def nbytes(self) -> int:
@@ -162,8 +164,19 @@ class RunCarry:
 
     def to(self, device: torch.device) -> RunCarry:
         """The same carry with its counters and cache on ``device`` (once, as the continuation starts)."""
-        return RunCarry(self.end_step, self.seed, {k: v.to(device) for k, v in self.priority.items()},
-                        {k: v.to(device) for k, v in self.cache.items()}, self.generator_states)
+        return replace(self, priority={k: v.to(device) for k, v in self.priority.items()},
+                       cache={k: v.to(device) for k, v in self.cache.items()})
+
+
+def tail_plans(config: SDTMConfig, progress: float) -> list[StepPlan]:
+    """Plans that bound what the steps after ``progress`` can merge: the ratio falls with progress, so each
+    phase merges the most at its earliest merging progress in [progress, end]. Step 1 of 2 is an unprotected
+    step unless every step is protected (then nothing ever merges)."""
+    if config.protect_every == 1:
+        return []
+    first = max(progress, config.start)
+    points = (first, max(first, config.switch + 1e-6))
+    return [step_plan(config, 1, 2, progress=p) for p in points if p <= config.end]
 
 
 class RunState:
@@ -175,12 +188,15 @@ class RunState:
     the sampler evaluates the model a second time at the NEXT step's sigma within a step (Heun).
     ``carry``: the state of the run this one continues (its first step is then ``carry.end_step``, and
     its counters, cache and merge RNG continue that run's). ``record_maps``: keep each step's grouping
-    for a merge map (off by default: it costs memory that only a merge map uses).
+    for a merge map (off by default: it costs memory that only a merge map uses). ``tail_progress``: for a run
+    that stops part-way, the progress of its last sigma, where the rest of the schedule begins (its
+    protected steps then keep the cache whenever the rest may merge, as the single run's do).
     """
 
     def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int,
                  progress: list[float] | None = None, first_step: int = 0, corrector_sampler: bool = False,
-                 carry: RunCarry | None = None, record_maps: bool = False) -> None:
+                 carry: RunCarry | None = None, record_maps: bool = False,
+                 tail_progress: float | None = None) -> None:
         if len(sample_sigmas) < 2:
             raise ValueError(f"a sampling run needs at least 2 sigmas, got {len(sample_sigmas)}")
         self.config = config
@@ -190,8 +206,11 @@ class RunState:
         self.first_step = int(first_step)
         self.continued = carry is not None
         self.record_maps = bool(record_maps)
+        self.sampler_seed = int(seed)
         self.seed = int(seed if (config.seed < 0 or carry is not None) else config.seed) % (2**64)
-        self._sigmas = [float(s) for s in sample_sigmas[:-1]]
+        self.schedule = tuple(float(s) for s in sample_sigmas)
+        self.tail_progress = tail_progress
+        self._sigmas = list(self.schedule[:-1])
         # ascending copy of the schedule without its final entry, for bisection
         self._sigmas_ascending = sorted(self._sigmas)
         if progress is None:
@@ -223,10 +242,13 @@ class RunState:
         self._note_memory()
 
     def merges_on(self, h: int, w: int) -> bool:
-        """Whether any step of this run merges tokens on an h x w grid (if none does, protected
-        steps need not keep a cache)."""
+        """Whether any step of this run, or of the rest of its schedule when it stops part-way, merges tokens
+        on an h x w grid (if none does, protected steps need not keep a cache)."""
         if (h, w) not in self._merges:
-            self._merges[(h, w)] = any(block_merge(self.config, plan, h, w).kind != "none" for plan in self.plans)
+            plans = list(self.plans)
+            if self.tail_progress is not None:
+                plans += tail_plans(self.config, self.tail_progress)
+            self._merges[(h, w)] = any(block_merge(self.config, plan, h, w).kind != "none" for plan in plans)
         return self._merges[(h, w)]
 
     # -- progress ---------------------------------------------------------------------------
@@ -397,7 +419,7 @@ class RunState:
         states.update({key: g.get_state() for key, g in self._generators.items()})
         return RunCarry(self.first_step + self.num_steps, self.seed,
                         {k: keep(v) for k, v in self._priority.items()},
-                        {k: keep(v) for k, v in self._cache.items()}, states)
+                        {k: keep(v) for k, v in self._cache.items()}, states, self.schedule, self.sampler_seed)
 
     def release(self) -> None:
         """Drop every tensor of the run (the statistics stay)."""

@@ -81,6 +81,8 @@ def test_prompt_runs_through_the_execution_engine(engine, node):
     (SIMPLE, {"start_percent": 1.5}, "start_percent"),
     (SIMPLE, {"start_percent": 0.8, "end_percent": 0.2}, "start_percent"),
     (SIMPLE, {"ratio": 0.97}, "ratio"),
+    (SIMPLE, {"ratio": -0.01}, "ratio"),  # only -1 keeps the preset's value
+    (SIMPLE, {"switch_percent": -0.5}, "switch_percent"),
     (ADVANCED, {"window": 1}, "window"),
     (ADVANCED, {"cache_fresh_weight": 1.5}, "cache_fresh_weight"),
     (ADVANCED, {"block_start": 4, "block_end": 2}, "block_start"),
@@ -104,6 +106,24 @@ def test_unknown_choices_are_refused_before_execution(engine, node, inputs, name
     valid, error, outputs, node_errors = validate(engine, prompt)
     assert not valid
     assert all(f"{name} must be one of" in e["details"] for e in node_errors["5"]["errors"]), node_errors
+
+
+def test_a_negative_override_other_than_minus_one_names_both_accepted_values(engine):
+    prompt = text_to_image(engine["names"], with_inputs(SIMPLE, ratio=-0.01))
+    valid, error, outputs, node_errors = validate(engine, prompt)
+    assert not valid
+    details = [e["details"] for e in node_errors["5"]["errors"]]
+    assert all(f"ratio must be in [0.0, 0.95] or {PRESET_VALUE} (the preset's value), got -0.01" in d
+               for d in details), details
+
+
+@pytest.mark.parametrize("value", [{"__value__": ["fast"]}, 3])
+def test_a_preset_that_is_not_a_name_is_refused_naming_preset(engine, value):
+    prompt = text_to_image(engine["names"], with_inputs(SIMPLE, preset=value))
+    valid, error, outputs, node_errors = validate(engine, prompt)
+    assert not valid
+    errors = node_errors["5"]["errors"]
+    assert errors and all("preset must be one of" in e["details"] for e in errors), errors
 
 
 @pytest.mark.parametrize("node", [SIMPLE, ADVANCED], ids=["simple", "advanced"])
@@ -138,8 +158,9 @@ def test_a_linked_value_out_of_the_widgets_range_is_refused_with_that_range(engi
     engine["executor"].execute(prompt, "linked-ratio", {}, outputs)
     assert not engine["executor"].success
     message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
-    low, high = KNOB_BY_INPUT["ratio"].bounds(sdtm_node=True)
-    assert f"ratio must be in [{low}, {high}], got 5.0" in message
+    knob = KNOB_BY_INPUT["ratio"]
+    _, high = knob.bounds(sdtm_node=True)
+    assert f"ratio must be in [{knob.low}, {high}] or {PRESET_VALUE} (the preset's value), got 5.0" in message
 
 
 def test_every_config_field_has_a_knob_and_the_nodes_show_the_table(engine):
