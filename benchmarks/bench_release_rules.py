@@ -7,10 +7,11 @@ deep and dense photo fixtures (docs/FIXTURE.md; dense at 32 x 32 tokens, as ``be
 with ONE release rule switched on, each rule in turn; PSNR and SSIM against the unpatched image of the same
 seed and prompt and the image tokens the attention and the MLP saw (``bench_front``'s measurement: its
 hooks count them). The JSON is written after each setting; a second run resumes where the first stopped.
-``--table`` prints METHOD.md's table "Where the pack differs from the release" from the JSON.
+``--table`` writes METHOD.md's table "Where the pack differs from the release" from the JSON (between its
+markers); ``tests/test_release_rules.py`` checks that the two agree.
 
     .venv/bin/python -m benchmarks.bench_release_rules                 # 2 seeds, about an hour on one core
-    .venv/bin/python -m benchmarks.bench_release_rules --table         # the table, from the JSON
+    .venv/bin/python -m benchmarks.bench_release_rules --table         # METHOD.md's table, from the JSON
 """
 from __future__ import annotations
 
@@ -23,11 +24,14 @@ import torch
 
 from benchmarks.bench_front import FIXTURES, JSON_DIR, measure_setting, prepare_run, summary
 from benchmarks.front_settings import Setting, config_params, sdtm_advanced
-from harness.comfy_env import import_comfy, load_pack
+from harness.comfy_env import REPO, import_comfy, load_pack
 from photo_fixture import photo_codec
 from photo_fixture.sample import SAMPLER, SCHEDULER
 
 OUT = JSON_DIR / "release_rules.json"
+METHOD = REPO / "docs" / "METHOD.md"
+TABLE_START = "<!-- release-rules-table: python -m benchmarks.bench_release_rules --table -->\n"
+TABLE_END = "<!-- end release-rules-table -->"
 FIXTURE_NAMES = ("deep", "dense-32")
 STEP_COUNTS = (30, 50)
 SEEDS, SIZE_PX = 2, 128
@@ -122,15 +126,27 @@ def method_table(data: dict, rules: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def method_section(text: str) -> str:
+    """The table between METHOD.md's markers."""
+    start = text.index(TABLE_START) + len(TABLE_START)
+    return text[start:text.index(TABLE_END, start)]
+
+
+def write_table(rules: dict) -> None:
+    text = METHOD.read_text()
+    METHOD.write_text(text.replace(TABLE_START + method_section(text), TABLE_START + method_table(load(), rules)))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=SEEDS)
-    parser.add_argument("--table", action="store_true", help="print METHOD.md's table from the JSON and stop")
+    parser.add_argument("--table", action="store_true", help="write METHOD.md's table from the JSON and stop")
     parser.add_argument("--only", default=None, help="comma-separated setting names (default: all)")
     args = parser.parse_args(argv)
     if args.table:
         import_comfy()
-        print(method_table(load(), load_pack().ops.knobs.RELEASE_RULES), end="")
+        write_table(load_pack().ops.knobs.RELEASE_RULES)
+        print(method_section(METHOD.read_text()), end="")
         return
     measure(args.seeds, only=set(args.only.split(",")) if args.only else None)
 

@@ -204,3 +204,15 @@ def test_the_reference_preset_gives_the_same_image_whatever_the_sampler_seed(pac
     assert {phases[22], phases[23]} == {"detail"} and report["config"]["rules"] == "release"
     assert torch.equal(first, second)
     assert not torch.equal(sample(pack_rules, 1, latent), sample(pack_rules, 2, latent))  # the pack's depends on it
+
+
+def test_methods_table_is_the_measured_json(pack):
+    """docs/METHOD.md's "Where the pack differs from the release" is benchmarks.bench_release_rules' table of
+    the committed JSON, with a row per rule and every fixture and step count the issue names."""
+    from benchmarks import bench_release_rules as bench
+    data = bench.load()
+    assert set(data["results"]) == {f"{f}/{s}" for f in ("deep", "dense-32") for s in (30, 50)}
+    rows = {key: [r["name"] for r in rows] for key, rows in data["results"].items()}
+    expected = ["pack", "release", *(f"pack+{rule}" for rule in pack.ops.knobs.RELEASE_RULES)]
+    assert all(names == expected for names in rows.values()), rows
+    assert bench.method_section(bench.METHOD.read_text()) == bench.method_table(data, pack.ops.knobs.RELEASE_RULES)
