@@ -53,6 +53,7 @@ from ..sdtm_ops import (
     layout_key,
     percent_of_sigma,
     proportional_bias,
+    steps_after,
     steps_before,
 )
 from .joint_block import EAGER, BlockFunctions, block_prelude, compile_block_functions, host_compile_settings
@@ -359,6 +360,20 @@ def one_schedule(model_sampling, before: tuple[float, ...], after: list[float]) 
     return False
 
 
+def whole_schedule_steps(model_sampling, schedule: list[float], first_step: int, estimate: int) -> int:
+    """The step count of the whole schedule of a run that stops part-way: the one of the host's schedulers whose
+    sigmas from ``first_step`` on begin with ``schedule``, searched up to twice ``estimate`` (the count
+    estimated from the run's own steps, returned when none matches)."""
+    schedulers = _scheduler_sigmas() or {}
+    end = first_step + len(schedule)
+    for steps in range(end, 2 * estimate + 33):
+        for calculate in schedulers.values():
+            sigmas = [float(v) for v in calculate(model_sampling, steps).reshape(-1).tolist()]
+            if all(abs(a - b) <= 1e-5 * max(abs(a), 1e-3) for a, b in zip(sigmas[first_step:end], schedule)):
+                return steps
+    return estimate
+
+
 def continuation_problem(carry: RunCarry, model_sampling, schedule: list[float], noise, seed) -> str | None:
     """Why a run that starts where ``carry``'s run stopped, from the latent it returned, is not the rest of
     that run (None: it is): it adds noise, has another seed, or another schedule."""
@@ -404,7 +419,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         return executor(*args, **kwargs)
     seed = arguments.get("seed")
     progress, first_step, carry, fresh_reason = _place_run(info, guider, schedule, arguments)
-    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress[:-1],
+    total = None  # the release's step-counted progress needs the whole schedule's step count
+    if schedule[-1] > 0 and "step_progress" in info.config.release:
+        total = whole_schedule_steps(guider.model_patcher.get_model_object("model_sampling"), schedule, first_step,
+                                     first_step + len(schedule) - 1 + steps_after(progress))
+    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress[:-1], total_steps=total,
                    first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")),
                    carry=carry, record_maps=info.record_maps,
                    tail_progress=progress[-1] if schedule[-1] > 0 else None)

@@ -26,6 +26,7 @@ from .schedule import (
     ratio_at,
     reference_config,
     step_plan,
+    steps_after,
     steps_before,
 )
 from .state import RunCarry, RunState, RunStats, StepStats, layout_key, tensor_bytes
@@ -35,7 +36,8 @@ __all__ = [
     "Partition", "WindowGrid", "window_grid", "window_partition", "detail_partition", "tome_partition",
     "structure_merge_count", "detail_merge_count",
     "merge_tokens", "unmerge_tokens", "blend_with_cache", "cached_share", "proportional_bias",
-    "Phase", "StepPlan", "BlockMerge", "progress_at", "percent_of_sigma", "steps_before", "ratio_at", "step_plan",
+    "Phase", "StepPlan", "BlockMerge", "progress_at", "percent_of_sigma", "steps_before", "steps_after", "ratio_at",
+    "step_plan",
     "block_is_merged",
     "block_merge", "reference_config",
     "RunCarry", "RunState", "RunStats", "StepStats", "layout_key", "tensor_bytes",

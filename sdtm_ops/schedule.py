@@ -18,7 +18,7 @@ from .knobs import RELEASE_SWITCH_STEPS
 from .partition import detail_merge_count, structure_merge_count
 
 __all__ = ["Phase", "StepPlan", "BlockMerge", "ratio_at", "progress_at", "percent_of_sigma", "steps_before",
-           "step_plan", "structure_until", "block_is_merged", "block_merge", "reference_config"]
+           "steps_after", "step_plan", "structure_until", "block_is_merged", "block_merge", "reference_config"]
 
 
 class Phase(str, Enum):
@@ -100,6 +100,15 @@ def structure_until(config: SDTMConfig, step: int, progress: float) -> bool:
     if "switch_step" in config.release:
         return step <= config.switch * (RELEASE_SWITCH_STEPS - 1) + 1e-6
     return progress <= config.switch + _EPS
+
+
+def steps_after(progress: list[float]) -> int:
+    """Estimated number of schedule steps after a run that stops part-way (KSamplerAdvanced 0-k of S):
+    ``progress`` holds the run's sigmas on the progress scale, its last (non-zero) sigma included. Exact for
+    schedules uniform in progress (sgm_uniform, simple); 0 for a run that reaches progress 1."""
+    steps = len(progress) - 1
+    width = (progress[-1] - progress[0]) / steps if steps >= 1 else 0.0
+    return max(0, round((1.0 - progress[-1]) / width)) if width > _EPS else 0
 
 
 def step_plan(config: SDTMConfig, step: int, num_steps: int, progress: float | None = None) -> StepPlan:

@@ -190,13 +190,15 @@ class RunState:
     its counters, cache and merge RNG continue that run's). ``record_maps``: keep each step's grouping
     for a merge map (off by default: it costs memory that only a merge map uses). ``tail_progress``: for a run
     that stops part-way, the progress of its last sigma, where the rest of the schedule begins (its
-    protected steps then keep the cache whenever the rest may merge, as the single run's do).
+    protected steps then keep the cache whenever the rest may merge, as the single run's do). ``total_steps``:
+    the whole schedule's step count, for a run that stops part-way (default: this run ends the schedule); only
+    the release's step-counted progress ``s / (S - 1)`` reads it.
     """
 
     def __init__(self, config: SDTMConfig, sample_sigmas: list[float], seed: int,
                  progress: list[float] | None = None, first_step: int = 0, corrector_sampler: bool = False,
                  carry: RunCarry | None = None, record_maps: bool = False,
-                 tail_progress: float | None = None) -> None:
+                 tail_progress: float | None = None, total_steps: int | None = None) -> None:
         if len(sample_sigmas) < 2:
             raise ValueError(f"a sampling run needs at least 2 sigmas, got {len(sample_sigmas)}")
         self.config = config
@@ -218,7 +220,7 @@ class RunState:
             progress = [(self.first_step + s) / (total - 1) if total > 1 else 0.0 for s in range(self.num_steps)]
         if len(progress) != self.num_steps:
             raise ValueError(f"progress needs one value per step ({self.num_steps}), got {len(progress)}")
-        total = self.first_step + self.num_steps
+        total = self.first_step + self.num_steps if total_steps is None else int(total_steps)
         self.plans = [step_plan(config, self.first_step + s, total, progress=p) for s, p in enumerate(progress)]
         self.corrector_sampler = bool(corrector_sampler)
         self.active_plan: StepPlan | None = None  # the plan of the sampler evaluation under way

@@ -216,3 +216,23 @@ def test_methods_table_is_the_measured_json(pack):
     expected = ["pack", "release", *(f"pack+{rule}" for rule in pack.ops.knobs.RELEASE_RULES)]
     assert all(names == expected for names in rows.values()), rows
     assert bench.method_section(bench.METHOD.read_text()) == bench.method_table(data, pack.ops.knobs.RELEASE_RULES)
+
+
+def test_release_progress_in_a_split_run_counts_the_whole_schedules_steps(pack):
+    """KSamplerAdvanced 0-12 then 12-30 of a 30-step schedule uniform in progress (sgm_uniform): the first part
+    stops at sigma > 0 and is told the whole schedule's step count (the hook finds it among the host's schedulers,
+    else estimates it from the run's own step width: steps_after), so both parts plan the single run's steps
+    (progress s / 29, structure through step 20)."""
+    ops = pack.ops
+    config = ops.SDTMConfig(rules="release")
+    progress = [s / 30 for s in range(31)]  # the whole schedule's sigmas on the progress scale, final 0 -> 1
+    sigmas = [1.0 - p for p in progress]
+    single = ops.RunState(config, sigmas, seed=0, progress=progress[:-1])
+    assert ops.steps_after(progress[:13]) == 18
+    first = ops.RunState(config, sigmas[:13], seed=0, progress=progress[:12], total_steps=12 + 18)
+    second = ops.RunState(config, sigmas[12:], seed=0, progress=progress[12:30], first_step=12)
+    assert [(p.phase, p.ratio, p.progress) for p in first.plans + second.plans] == \
+        [(p.phase, p.ratio, p.progress) for p in single.plans]
+    assert [p.phase.value for p in single.plans] == release_phases(30)
+    alone = ops.RunState(config, sigmas[:13], seed=0, progress=progress[:12])  # not told: 12 steps
+    assert [p.progress for p in alone.plans] != [p.progress for p in single.plans[:12]]
