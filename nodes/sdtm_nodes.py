@@ -100,8 +100,10 @@ def knob_problems(values: dict, sdtm_node: bool = False, linked_ok: bool = True)
         override = sdtm_node and knob.preset_override
         low, high = knob.bounds(sdtm_node)
         problem = knob_problem(knob, value, knob.input, (knob.low if override else low, high))
+        if problem and override:
+            return problem.replace("], got", f"] or {PRESET_VALUE} (the preset's value), got", 1)
         if problem:
-            return problem.replace("], got", f"] or {PRESET_VALUE} (the preset's value), got", 1) if override else problem
+            return problem
         fields[knob.field] = value
     return order_problem(fields, named="input")
 
@@ -141,6 +143,7 @@ class SDTMApply(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens with SDTM.")],
             hidden=PROMPT_INPUTS,
+            not_idempotent=True,  # two identical SDTM nodes patch a clone each: runs and carries never mix
         )
 
     validate_inputs = _validator(("preset", *(k.input for k in SIMPLE_KNOBS if _needs_own_check(k))), sdtm_node=True)
@@ -183,6 +186,7 @@ class SDTMApplyAdvanced(io.ComfyNode):
             ],
             outputs=[io.Model.Output(tooltip="A copy of the model whose joint blocks merge tokens.")],
             hidden=PROMPT_INPUTS,
+            not_idempotent=True,  # two identical SDTM nodes patch a clone each: runs and carries never mix
         )
 
     validate_inputs = _validator(tuple(k.input for k in KNOBS if _needs_own_check(k)), sdtm_node=False)

@@ -228,3 +228,20 @@ def test_run_report_refuses_an_unpatched_model(engine):
     assert not engine["executor"].success
     message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
     assert "carries no SDTM patch" in message
+
+
+@pytest.mark.parametrize("node", [SIMPLE, ADVANCED], ids=["simple", "advanced"])
+def test_two_identical_sdtm_nodes_patch_a_model_each(engine, node):
+    """ComfyUI's cache merges nodes whose inputs are identical unless they are not idempotent: two SDTM nodes
+    with the same inputs must still give two patched models, or one node's runs (and split-run state) would
+    be the other's. The report of node 5's model does not know the run of node 5b's sampler."""
+    prompt = text_to_image(engine["names"], node)
+    prompt["5b"] = prompt["5"]
+    prompt["7b"] = {**prompt["7"], "inputs": {**prompt["7"]["inputs"], "model": ["5b", 0], "seed": 2}}
+    prompt["11"] = {"class_type": "SDTM_RunReport", "inputs": {"model": ["5", 0], "samples": ["7b", 0]}}
+    valid, _, outputs, node_errors = validate(engine, prompt)
+    assert valid, node_errors
+    engine["executor"].execute(prompt, f"two-identical-{node['class_type']}", {}, outputs)
+    assert not engine["executor"].success
+    message = next(m[1]["exception_message"] for m in engine["executor"].status_messages if m[0] == "execution_error")
+    assert "was not produced by a sampling run of this SDTM-patched model" in message
