@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from test_engine_schedule import _devices, _NoHostSync
 
 from harness.comfy_env import import_comfy, load_pack
 from harness.tiny_sd3 import conditioning, tiny_model
@@ -236,3 +237,28 @@ def test_release_progress_in_a_split_run_counts_the_whole_schedules_steps(pack):
     assert [p.phase.value for p in single.plans] == release_phases(30)
     alone = ops.RunState(config, sigmas[:13], seed=0, progress=progress[:12])  # not told: 12 steps
     assert [p.progress for p in alone.plans] != [p.progress for p in single.plans[:12]]
+
+
+@pytest.mark.parametrize("device", _devices())
+def test_release_rules_never_sync_with_the_host(pack, device):
+    """GPU first: the release's partitions (mean bonus, first dst by argmax, random dst while no counter exists,
+    every dst counted and blended) read no value back to the host and make no data-dependent shape."""
+    ops = pack.ops
+    x = torch.randn(2, 33 * 47, 64, device=device, generator=torch.Generator(device).manual_seed(0))
+    run = ops.RunState(ops.SDTMConfig(rules="release"), [1.0, 0.5, 0.0], seed=3)
+    grid = run.grid(33, 47, x.device)
+    counted, fresh = ops.layout_key((1, 0), 2, 33 * 47), ops.layout_key((0, 1), 2, 33 * 47)
+    cached = torch.randn_like(x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+    try:
+        with _NoHostSync():
+            for merge, layout in ((ops.BlockMerge("bipartite", 512, 0, 0), fresh),  # no counter yet: random dst
+                                  (ops.BlockMerge("window", 160, 0, 0), counted),
+                                  (ops.BlockMerge("bipartite", 512, 0, 0), counted)):  # argmax dst
+                part = run.partition(x, grid, merge, layout)
+                ops.blend_with_cache(ops.unmerge_tokens(ops.merge_tokens(x, part), part), cached, part, 0.1)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
