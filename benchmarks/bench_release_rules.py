@@ -100,23 +100,26 @@ def measure(seeds: int, out=OUT, only: set[str] | None = None) -> dict:
     return data
 
 
-def effect(data: dict, key: str, name: str) -> float:
-    """PSNR of setting ``name`` minus the pack's, at ``key`` (fixture/steps)."""
+def effect(data: dict, key: str, name: str) -> str:
+    """PSNR of setting ``name`` minus the pack's at ``key`` (fixture/steps): the mean, then each seed's."""
     rows = {r["name"]: r for r in data["results"][key]}
-    return rows[name]["psnr_mean"] - rows["pack"]["psnr_mean"]
+    seeds = [a["psnr"] - b["psnr"] for a, b in zip(rows[name]["seeds"], rows["pack"]["seeds"])]
+    mean = rows[name]["psnr_mean"] - rows["pack"]["psnr_mean"]
+    return f"{mean:+.2f} dB ({' / '.join(f'{d:+.2f}' for d in seeds)})"
 
 
 def method_table(data: dict, rules: dict) -> str:
     """METHOD.md's table: one row per rule (the release, the pack, the PSNR change of switching the release's
-    rule on alone in the pack, per fixture and step count), the release as a whole, then the release's limits."""
+    rule on alone in the pack, per fixture and step count: the mean and, in brackets, each seed's), the release
+    as a whole, then the release's limits."""
     keys = [f"{f}/{s}" for f in data["setup"]["fixtures"] for s in data["setup"]["steps"]]
     head = ("| rule | the release | the pack | " + " | ".join(f"{k} steps" for k in keys) + " |\n"
             + "|---" * (3 + len(keys)) + "|\n")
     lines = []
     for name, (release, pack) in rules.items():
-        cells = " | ".join(f"{effect(data, k, 'pack+' + name):+.2f} dB" for k in keys)
+        cells = " | ".join(effect(data, k, "pack+" + name) for k in keys)
         lines.append(f"| `{name}` | {release} | {pack} | {cells} |")
-    cells = " | ".join(f"{effect(data, k, 'release'):+.2f} dB" for k in keys)
+    cells = " | ".join(effect(data, k, "release") for k in keys)
     lines.append(f"| all six (`rules: release`) | the release | the pack | {cells} |")
     pack_cells = " | ".join(f"{next(r for r in data['results'][k] if r['name'] == 'pack')['psnr_mean']:.2f} dB"
                             for k in keys)
