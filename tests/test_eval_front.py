@@ -180,3 +180,25 @@ def test_errors_come_in_one_line_before_any_model_loads_and_leave_nothing(tmp_pa
     error_line(run_front("--fixture", "photo", "--sampler", "eulerr", "--output-path", str(kept)))
     assert [p.name for p in kept.iterdir()] == ["front.json"]
     assert (kept / "front.json").read_text() == "{\"earlier\": true}\n"
+
+
+def test_the_docs_quote_the_committed_run():
+    """docs/EVALUATION.md pastes the table and verdict of the committed run, and the README quotes its rows."""
+    from commands.eval_front_report import table
+    folder = REPO / "docs" / "benchmarks" / "evaluate-front-photo"
+    report = json.loads((folder / "front.json").read_text())
+    assert report["setup"]["command"] == ("python -m commands.evaluate front --fixture photo --limit 1 --steps 8 "
+                                          "--output-path docs/benchmarks/evaluate-front-photo")
+    with Image.open(folder / "front.png") as chart:
+        assert chart.format == "PNG"
+    evaluation = (REPO / "docs" / "EVALUATION.md").read_text()
+    assert table(report["rows"]) in evaluation and report["verdict"] in evaluation
+    rows = rows_by_name(report)
+    fast, fewer = rows["preset fast"], rows["fewer steps 4 of 8"]
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert (f"fast {fast['speedup']:.2f}x at {fast['psnr']:.2f} dB against 4 of 8 steps at "
+            f"{fewer['speedup']:.2f}x and {fewer['psnr']:.2f} dB") in readme
+    sdtm = [row for row in report["rows"] if row["kind"] == "sdtm"]
+    fewer_rows = [row for row in report["rows"] if row["kind"] == "fewer_steps"]
+    # "every SDTM preset was beaten by a fewer-steps row at least as fast"
+    assert all(any(f["speedup"] >= p["speedup"] and f["psnr"] > p["psnr"] for f in fewer_rows) for p in sdtm)
