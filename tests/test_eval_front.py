@@ -127,20 +127,23 @@ def test_the_chart_table_and_verdict_line(photo_front):
 
 
 def test_a_tiny_sd3_model_given_as_files(tmp_path):
+    from test_evaluate import _tiny_clip  # a small random CLIP saved as transformers saves one
     write_tiny_bundle(tmp_path / "models")
     output = tmp_path / "front"
     result = run_front("--models-dir", str(tmp_path / "models"), "--unet", TINY_UNET, "--clip", TINY_CLIP,
                        "--vae", "taesd3", "--width", "64", "--height", "64", "--steps", "4", "--fewer-steps", "0.5",
                        "--lazy-thresholds", "0.2", "--repeats", "1", "--limit", "2", "--cfg", "2.0",
-                       "--output-path", str(output))
+                       "--clip-model", str(_tiny_clip(tmp_path / "clip")), "--output-path", str(output))
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((output / "front.json").read_text())
     assert {row["kind"] for row in report["rows"]} == set(KINDS)
     setup = report["setup"]
     assert setup["model"]["unet"] == TINY_UNET and setup["model"]["vae"] == "taesd3"
     assert (setup["latent"], setup["cfg"], len(setup["captions"])) == ([8, 8], 2.0, 2)
+    assert setup["metrics"]["clip_score"] == {"computed": True, "model": str(tmp_path / "clip"), "reason": None}
     for row in report["rows"]:
         assert len(row["seconds_all"]) == 2 and len(row["per_caption"]) == 2, row["name"]
+        assert 0 < row["clip_score"] <= 100, row["name"]
     assert rows_by_name(report)["fewer steps 2 of 4"]["psnr"] is not None
     assert (output / "front.png").is_file()
 
