@@ -12,6 +12,7 @@ docs/EVALUATION.md."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import platform
 import time
@@ -194,8 +195,10 @@ def _entries(job: FrontJob, pack, model) -> list[Entry]:
     entries = [Entry("unpatched", "reference", {}, model, steps)]
     entries += [Entry(f"fewer steps {k} of {steps}", "fewer_steps", {"steps": k, "step_cost": k / steps}, model, k)
                 for k in job.fewer_steps]
-    entries += [Entry(f"LazyCache {t:g}", "lazycache", {"lazycache": t, "start_percent": 0.15, "end_percent": 0.95},
-                      lazycache(t)(model), steps) for t in job.thresholds]
+    window = {f"{name}_percent": value.default for name, value in inspect.signature(lazycache).parameters.items()
+              if name in ("start", "end")}  # the LazyCache node's defaults, as front_settings builds it
+    entries += [Entry(f"LazyCache {t:g}", "lazycache", {"lazycache": t, **window}, lazycache(t)(model), steps)
+                for t in job.thresholds]
     for setting in build_settings(pack, depth, {"presets"}, steps):
         entries.append(Entry(setting.name, "sdtm", setting.params, setting.build(model), steps))
     label, threshold = STACK

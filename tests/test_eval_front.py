@@ -21,9 +21,24 @@ FIXTURE_RUN = ["--fixture", "photo", "--limit", "1", "--steps", "8", "--fewer-st
                "--lazy-thresholds", "0.2", "--repeats", "3"]
 
 
-def run_front(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_front(*args: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "commands.evaluate", "front", *args], check=False, cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _random_alexnet_hub(torch_home: Path) -> Path:
+    """A torch hub cache holding torchvision's AlexNet weights file, filled with AlexNet's own random
+    initialisation (the real weights are a download): LPIPS then runs its real code, offline."""
+    import torch
+    import torchvision
+    url = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url
+    path = torch_home / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    path.parent.mkdir(parents=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet().state_dict(), path)
+    return torch_home
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -133,7 +148,8 @@ def test_a_tiny_sd3_model_given_as_files(tmp_path):
     result = run_front("--models-dir", str(tmp_path / "models"), "--unet", TINY_UNET, "--clip", TINY_CLIP,
                        "--vae", "taesd3", "--width", "64", "--height", "64", "--steps", "4", "--fewer-steps", "0.5",
                        "--lazy-thresholds", "0.2", "--repeats", "1", "--limit", "2", "--cfg", "2.0",
-                       "--clip-model", str(_tiny_clip(tmp_path / "clip")), "--output-path", str(output))
+                       "--clip-model", str(_tiny_clip(tmp_path / "clip")), "--output-path", str(output),
+                       env={"TORCH_HOME": str(_random_alexnet_hub(tmp_path / "torch-home"))})
     assert result.returncode == 0, result.stderr[-4000:]
     report = json.loads((output / "front.json").read_text())
     assert {row["kind"] for row in report["rows"]} == set(KINDS)
@@ -141,9 +157,13 @@ def test_a_tiny_sd3_model_given_as_files(tmp_path):
     assert setup["model"]["unet"] == TINY_UNET and setup["model"]["vae"] == "taesd3"
     assert (setup["latent"], setup["cfg"], len(setup["captions"])) == ([8, 8], 2.0, 2)
     assert setup["metrics"]["clip_score"] == {"computed": True, "model": str(tmp_path / "clip"), "reason": None}
+    assert setup["metrics"]["lpips"] == {"computed": True, "reason": None}
     for row in report["rows"]:
         assert len(row["seconds_all"]) == 2 and len(row["per_caption"]) == 2, row["name"]
         assert 0 < row["clip_score"] <= 100, row["name"]
+        assert row["lpips"] >= 0 and all(c["lpips"] >= 0 for c in row["per_caption"]), row["name"]
+    assert rows_by_name(report)["unpatched"]["lpips"] == 0.0  # against itself
+    assert rows_by_name(report)["fewer steps 2 of 4"]["lpips"] > 0.0
     assert rows_by_name(report)["fewer steps 2 of 4"]["psnr"] is not None
     assert (output / "front.png").is_file()
 
