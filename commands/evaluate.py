@@ -104,7 +104,7 @@ def _sampling_options(parser: argparse.ArgumentParser, size_help: str, size_defa
     parser.add_argument("--seed", type=_ranged(int, 0, 2**63 - 1), default=0, help="default 0")
     parser.add_argument("--limit", type=_ranged(int, 1, 10**9), help="only the first N captions")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: cuda when available (each torchrun rank uses GPU LOCAL_RANK)")
+                        help="auto: cuda when available (sample under torchrun: each rank uses GPU LOCAL_RANK)")
 
 
 def build_parser() -> argparse.ArgumentParser:
