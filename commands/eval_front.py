@@ -149,7 +149,6 @@ class Entry:
     steps: int
     seconds: list[float] = field(default_factory=list)
     peaks: list[int] = field(default_factory=list)
-    images: list = field(default_factory=list)  # decoded [1, 3, H, W] in [0, 1], one per caption
     metrics: list[dict] = field(default_factory=list)  # per caption, against the reference's image
     clip_score: float | None = None
 
@@ -249,11 +248,27 @@ def _lpips(device: str):
     return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device), None
 
 
+def _scores(image, reference, prompt: Prompt, seed: int, device: str, lpips, clip_score) -> dict:
+    """One image against the reference's image of its caption and seed: PSNR, SSIM, and LPIPS and the
+    CLIP score (100 * max(cos, 0) of the image and its caption; a setting's is the mean over its images,
+    as CLIPScore's own over a batch) where those metrics are there."""
+    import torch
+
+    from harness.image_metrics import psnr, ssim
+    scores = {"caption": prompt.caption, "seed": seed, "psnr": float(psnr(image, reference)[0]),
+              "ssim": float(ssim(image, reference)[0]), "lpips": None, "clip_score": None}
+    if lpips is not None:
+        scores["lpips"] = float(lpips(image.to(device), reference.to(device)))
+    if clip_score is not None:
+        clip_score.update([(255 * image[0]).round().to(torch.uint8).to(device)], [prompt.caption])
+        scores["clip_score"] = float(clip_score.compute())
+        clip_score.reset()
+    return scores
+
+
 def run_front(job: FrontJob) -> int:
     import torch
     from tqdm import tqdm
-
-    from harness.image_metrics import psnr, ssim
 
     from .eval_front_report import report_rows, write_outputs
     args = job.args
@@ -290,28 +305,25 @@ def run_front(job: FrontJob) -> int:
             bar.set_postfix_str(f"warm-up {entry.name}")
             _timed_run(entry, job, loaded, conditioning, 0, cuda)
             bar.update()
+        references = []  # the reference's decoded image per caption (it runs first in every round)
         for repeat in range(args.repeats):
-            for index in range(len(job.prompts)):
+            for index, prompt in enumerate(job.prompts):
                 for entry in entries:  # interleaved, so that a drift of the machine's speed hits every setting
                     bar.set_postfix_str(entry.name)
                     latent, seconds, peak = _timed_run(entry, job, loaded, conditioning, index, cuda)
                     entry.seconds.append(seconds)
                     entry.peaks.append(peak)
-                    if repeat == 0:
-                        entry.images.append(loaded.decode(latent))
+                    if repeat == 0:  # the images do not change between repeats: score the first
+                        image = loaded.decode(latent)
+                        if entry.kind == "reference":
+                            references.append(image)
+                        entry.metrics.append(_scores(image, references[index], prompt, args.seed + index, device,
+                                                     lpips, clip_score))
                     bar.update()
     bar.close()
-    references = entries[0].images
     for entry in entries:
-        entry.metrics = [{"caption": p.caption, "seed": args.seed + i,
-                          "psnr": float(psnr(image, ref)[0]), "ssim": float(ssim(image, ref)[0]),
-                          "lpips": float(lpips(image.to(device), ref.to(device))) if lpips is not None else None}
-                         for i, (p, image, ref) in enumerate(zip(job.prompts, entry.images, references))]
-        if clip_score is not None:
-            uint8 = [(255 * image[0]).round().to(torch.uint8).to(device) for image in entry.images]
-            clip_score.update(uint8, [p.caption for p in job.prompts])
-            entry.clip_score = float(clip_score.compute())
-            clip_score.reset()
+        clip_scores = [m["clip_score"] for m in entry.metrics]
+        entry.clip_score = sum(clip_scores) / len(clip_scores) if clip_score is not None else None
     setup = {
         "command": "python -m commands.evaluate " + " ".join(getattr(args, "argv", [])),
         "device": _device_name(device), "torch": torch.__version__, "comfyui": pack.hook.comfyui_version(),

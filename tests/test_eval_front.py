@@ -144,10 +144,15 @@ def test_the_chart_table_and_verdict_line(photo_front):
 def test_a_tiny_sd3_model_given_as_files(tmp_path):
     from test_evaluate import _tiny_clip  # a small random CLIP saved as transformers saves one
     write_tiny_bundle(tmp_path / "models")
+    captions = tmp_path / "captions.json"
+    captions.write_text(json.dumps([{"image_id": 139, "caption": "a cat sleeping on a sofa"},
+                                    {"image_id": 285, "caption": "a big brown bear in the grass"},
+                                    {"image_id": 632, "caption": "a stop sign on a street corner"}]))
     output = tmp_path / "front"
     result = run_front("--models-dir", str(tmp_path / "models"), "--unet", TINY_UNET, "--clip", TINY_CLIP,
                        "--vae", "taesd3", "--width", "64", "--height", "64", "--steps", "4", "--fewer-steps", "0.5",
-                       "--lazy-thresholds", "0.2", "--repeats", "1", "--limit", "2", "--cfg", "2.0",
+                       "--lazy-thresholds", "0.2", "--repeats", "1", "--caption-path", str(captions), "--limit", "2",
+                       "--cfg", "2.0",
                        "--clip-model", str(_tiny_clip(tmp_path / "clip")), "--output-path", str(output),
                        env={"TORCH_HOME": str(_random_alexnet_hub(tmp_path / "torch-home"))})
     assert result.returncode == 0, result.stderr[-4000:]
@@ -155,12 +160,14 @@ def test_a_tiny_sd3_model_given_as_files(tmp_path):
     assert {row["kind"] for row in report["rows"]} == set(KINDS)
     setup = report["setup"]
     assert setup["model"]["unet"] == TINY_UNET and setup["model"]["vae"] == "taesd3"
-    assert (setup["latent"], setup["cfg"], len(setup["captions"])) == ([8, 8], 2.0, 2)
+    assert (setup["latent"], setup["cfg"]) == ([8, 8], 2.0)
+    assert setup["captions"] == ["a cat sleeping on a sofa", "a big brown bear in the grass"]  # --limit 2
     assert setup["metrics"]["clip_score"] == {"computed": True, "model": str(tmp_path / "clip"), "reason": None}
     assert setup["metrics"]["lpips"] == {"computed": True, "reason": None}
     for row in report["rows"]:
         assert len(row["seconds_all"]) == 2 and len(row["per_caption"]) == 2, row["name"]
         assert 0 < row["clip_score"] <= 100, row["name"]
+        assert row["clip_score"] == pytest.approx(sum(c["clip_score"] for c in row["per_caption"]) / 2)
         assert row["lpips"] >= 0 and all(c["lpips"] >= 0 for c in row["per_caption"]), row["name"]
     assert rows_by_name(report)["unpatched"]["lpips"] == 0.0  # against itself
     assert rows_by_name(report)["fewer steps 2 of 4"]["lpips"] > 0.0
@@ -191,6 +198,7 @@ def test_errors_come_in_one_line_before_any_model_loads_and_leave_nothing(tmp_pa
         (["--fixture", "photo", "--width", "130"], "--width must be a multiple of 4"),
         (["--unet", TINY_UNET, *tiny, "--width", "72"], "--width must be a multiple of 16"),
         ([], "a model is needed"),
+        (["--fixture", "photo", "--caption-path", str(tmp_path / "none.json")], "none.json: no such file"),
     ]
     for number, (args, expected) in enumerate(cases):
         output = tmp_path / f"out{number}"
