@@ -215,7 +215,10 @@ def test_errors_come_in_one_line_before_any_model_loads_and_leave_nothing(tmp_pa
 
 def test_the_docs_quote_the_committed_run():
     """docs/EVALUATION.md pastes the table and verdict of the committed run, and the README quotes its rows."""
+    from benchmarks.bench_front import FIXTURES
+    from commands.eval_front import FIXTURE_NAMES
     from commands.eval_front_report import table
+    assert set(FIXTURE_NAMES) <= set(FIXTURES)  # --fixture's choices are bench_front's fixtures
     folder = REPO / "docs" / "benchmarks" / "evaluate-front-photo"
     report = json.loads((folder / "front.json").read_text())
     assert report["setup"]["command"] == ("python -m commands.evaluate front --fixture photo --limit 1 --steps 8 "
