@@ -1,9 +1,11 @@
 """The real ComfyUI web editor (comfyui-frontend-package, served by the real server) in headless
-Chromium driven by Playwright: every UI workflow loads with no missing node and with its widget values
-where the editor expects them, the editor's own API conversion equals the committed twin, the SDTM
+Chromium driven by Playwright: every UI workflow loads with no missing node, no warning or error pop-up (a
+check proven to catch them) and with its widget values where the editor expects them, the editor's own API
+conversion equals the committed twin (less the _meta keys the backend ignores), the SDTM
 node shows its inputs, the SD3 workflow queued from the editor (tiny stand-in checkpoint, 256x256,
 at most 4 steps, see tests/test_server.py) finishes with an image, and every SDTM node's docs page opens in
-the editor's docs panel in English and Chinese. Screenshots go to artifacts/browser/.
+the editor's docs panel in English and Chinese. Frontends 1.32.9 (ComfyUI 0.3.75) and 1.58.1 (ComfyUI 0.33.0,
+commands/test_0.33.sh). Screenshots go to artifacts/browser/.
 """
 import json
 from pathlib import Path
