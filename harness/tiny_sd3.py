@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .comfy_env import import_comfy
+from .comfy_env import comfy_version, import_comfy
 
 VARIANTS = {
     # name: (depth, qk_norm, dual-attention blocks)  hidden = 64 * depth, heads = depth, as in SD3
@@ -258,17 +258,10 @@ def check_tiny_checkpoint(path, variant: str = "sd3-medium") -> None:
 
 def tiny_cache_dir():
     """.cache/tiny-models/<digest>: tiny model files made by this version of this module with this ComfyUI.
-    The digest covers what determines the files: this module's code and the running ComfyUI's version (its
+    The digest covers what determines the files: this module's code and the ComfyUI tree's version (its
     classes build and save the weights; a file written under one version is not reused under another)."""
     import hashlib
     from pathlib import Path
     here = Path(__file__).resolve()
     digest = hashlib.sha256(here.read_bytes() + comfy_version().encode()).hexdigest()[:12]
     return here.parents[1] / ".cache" / "tiny-models" / digest
-
-
-def comfy_version() -> str:
-    """The running ComfyUI's version (its comfyui_version.py), importing ComfyUI first."""
-    import_comfy()
-    import comfyui_version
-    return comfyui_version.__version__
