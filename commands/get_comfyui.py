@@ -62,7 +62,10 @@ def unpack_tarball(staging: Path, tmp: str) -> None:
     if digest != TARBALL_033_SHA256:
         raise SystemExit(f"{tarball} has SHA-256 {digest}, not the ComfyUI 0.33.0 tree's {TARBALL_033_SHA256}")
     with tarfile.open(tarball) as tf:
-        tf.extractall(tmp, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.10.12+ / 3.11.4+: refuse links and paths out of tmp
+            tf.extractall(tmp, filter="data")
+        else:
+            tf.extractall(tmp)
     shutil.move(str(Path(tmp) / "comfyui-0.33.0"), staging)
 
 
