@@ -9,7 +9,7 @@
 # pin) runs the lane with that frontend instead (commands/env_0.33.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-LANE_TESTS=(tests/test_workflows.py tests/test_comfy_engine.py tests/test_comfy_patch.py tests/test_runs.py
+LANE_TESTS=(tests/test_workflows.py tests/test_comfy_engine.py tests/test_comfy_patch.py tests/test_runs.py tests/test_split_runs.py
             tests/test_merge_map.py tests/test_node_docs.py tests/test_server.py tests/test_server_runs.py
             tests/test_browser.py)
 commands/env.sh
