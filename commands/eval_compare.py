@@ -12,7 +12,7 @@ from .eval_captions import SETTINGS_FILE, UsageError, image_files, load_captions
 from .eval_sampling import pick_device
 
 
-def _optional(module: str) -> bool:
+def optional_module(module: str) -> bool:
     import importlib.util
     try:
         return importlib.util.find_spec(module) is not None
@@ -85,7 +85,7 @@ def _clip_model_loader(model_name: str):
     return load
 
 
-def _clip_metric(model_name: str, device):
+def clip_metric(model_name: str, device):
     """torchmetrics' CLIPScore: 100 * max(cos, 0) of the CLIP image and caption embeddings (captions
     longer than the text encoder are truncated)."""
     from torchmetrics.multimodal.clip_score import CLIPScore
@@ -133,7 +133,7 @@ def run_compare(args: argparse.Namespace) -> int:
         if not Path(args.fid_ref).is_dir() or not image_files(Path(args.fid_ref)):
             raise UsageError(f"--fid-ref {args.fid_ref}: not a folder of images")
         for module, package in (("torchmetrics", "torchmetrics"), ("torch_fidelity", "torch-fidelity")):
-            if not _optional(module):
+            if not optional_module(module):
                 raise UsageError(f"--fid-ref: FID needs {package}, which is not installed (pip install {package})")
     if args.fid_weights is not None and not os.path.isfile(args.fid_weights):
         raise UsageError(f"--fid-weights {args.fid_weights}: no such file")
@@ -141,7 +141,7 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.caption_path is not None:
         captions = {p.name: p.caption for p in load_captions(args.caption_path)}
         for module, package in (("torchmetrics", "torchmetrics"), ("transformers", "transformers")):
-            if not _optional(module):
+            if not optional_module(module):
                 raise UsageError(f"--caption-path: the CLIP score needs {package}, which is not installed "
                                  f"(pip install {package})")
         if not any(name in captions for name in names):
@@ -176,7 +176,7 @@ def run_compare(args: argparse.Namespace) -> int:
     device = torch.device(pick_device(args.device))
     # The models first, so that a model that cannot load stops the command before any work.
     fid = _fid_metric(args.fid_weights, device) if args.fid_ref is not None else None
-    clip = _clip_metric(args.clip_model, device) if captions is not None else None
+    clip = clip_metric(args.clip_model, device) if captions is not None else None
     per_image = {}
     for name in tqdm(names, unit="img", desc="PSNR/SSIM", disable=None):
         a, b = load_images([files_a[name]]), load_images([files_b[name]])
@@ -205,7 +205,7 @@ def run_compare(args: argparse.Namespace) -> int:
             fid.reset()  # keeps the reference statistics
     else:
         missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("torch_fidelity", "torch-fidelity"))
-                   if not _optional(m)]
+                   if not optional_module(m)]
         report["notes"]["fid"] = ("not computed: give --fid-ref DIR (real images)" if not missing else
                                   f"not available: {' and '.join(missing)} not installed")
     if clip is not None:
@@ -219,7 +219,7 @@ def run_compare(args: argparse.Namespace) -> int:
             clip.reset()
     else:
         missing = [p for m, p in (("torchmetrics", "torchmetrics"), ("transformers", "transformers"))
-                   if not _optional(m)]
+                   if not optional_module(m)]
         report["notes"]["clip_score"] = ("not computed: give --caption-path FILE (the captions)" if not missing else
                                          f"not available: {' and '.join(missing)} not installed")
 

@@ -99,12 +99,10 @@ class SampleJob:
     sdtm_overrides: dict
 
 
-def validate_sample(args: argparse.Namespace) -> SampleJob:
-    """Everything that can be checked without ComfyUI: the caption file, the output folder, model
-    files given as paths, and option values."""
-    for option in ("height", "width"):
-        if getattr(args, option) % 16:
-            raise UsageError(f"--{option} must be a multiple of 16, got {getattr(args, option)}")
+def validate_models(args: argparse.Namespace) -> dict:
+    """The model options (--checkpoint, or --unet with --clip and --vae; --models-dir), checked without
+    ComfyUI: "checkpoint" / "unet" / "vae": ModelFile or None; "clip": [ModelFile]. ``sample`` and
+    ``front`` share them."""
     if args.checkpoint and args.unet:
         raise UsageError("give either --checkpoint or --unet (with --clip and --vae), not both")
     if not args.checkpoint and not args.unet:
@@ -118,10 +116,6 @@ def validate_sample(args: argparse.Namespace) -> SampleJob:
     for folder in args.models_dir:
         if not os.path.isdir(folder):
             raise UsageError(f"--models-dir {folder}: no such folder")
-    prompts = load_captions(args.caption_path)
-    if args.limit is not None:
-        prompts = prompts[:args.limit]
-    overrides = _sdtm_overrides(args)
     models = {
         "checkpoint": _model_file("--checkpoint", "checkpoints", args.checkpoint) if args.checkpoint else None,
         "unet": _model_file("--unet", "diffusion_models", args.unet) if args.unet else None,
@@ -131,6 +125,20 @@ def validate_sample(args: argparse.Namespace) -> SampleJob:
     if args.vae:
         models["vae"] = (ModelFile("--vae", "vae_approx", args.vae, None) if args.vae in TAESD_NAMES
                          else _model_file("--vae", "vae", args.vae))
+    return models
+
+
+def validate_sample(args: argparse.Namespace) -> SampleJob:
+    """Everything that can be checked without ComfyUI: the caption file, the output folder, model
+    files given as paths, and option values."""
+    for option in ("height", "width"):
+        if getattr(args, option) % 16:
+            raise UsageError(f"--{option} must be a multiple of 16, got {getattr(args, option)}")
+    models = validate_models(args)
+    prompts = load_captions(args.caption_path)
+    if args.limit is not None:
+        prompts = prompts[:args.limit]
+    overrides = _sdtm_overrides(args)
     output = Path(args.output_path)
     if Path(args.caption_path).resolve() == (output / SETTINGS_FILE).resolve():
         raise UsageError(f"--caption-path must not be the output folder's {SETTINGS_FILE}")
@@ -261,12 +269,22 @@ def _check_settings(output: Path, settings: dict) -> bool:
                      f"differ, see {SETTINGS_FILE}); use another folder")
 
 
-def _prepare_comfy(job: SampleJob, device: str):
+def check_sampler_names(args: argparse.Namespace) -> None:
+    """--sampler and --scheduler against ComfyUI's KSampler lists (ComfyUI imported, no model loaded)."""
+    import comfy.samplers
+    if args.sampler not in comfy.samplers.KSampler.SAMPLERS:
+        raise UsageError("--sampler must be one of ComfyUI's samplers "
+                         f"({', '.join(comfy.samplers.KSampler.SAMPLERS)}), got {args.sampler!r}")
+    if args.scheduler not in comfy.samplers.KSampler.SCHEDULERS:
+        raise UsageError(f"--scheduler must be one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, "
+                         f"got {args.scheduler!r}")
+
+
+def prepare_comfy(job: SampleJob, device: str):
     """Import ComfyUI and the pack, and check what needs them (names, sampler, presets) - no model loads."""
     from harness.comfy_env import import_comfy, load_pack
     nodes = import_comfy(device)
     pack = load_pack()
-    import comfy.samplers
     import comfy.sd
     import folder_paths
     for folder in reversed(job.args.models_dir):
@@ -275,12 +293,7 @@ def _prepare_comfy(job: SampleJob, device: str):
                 if os.path.isdir(os.path.join(folder, sub)):
                     folder_paths.add_model_folder_path(kind, os.path.abspath(os.path.join(folder, sub)),
                                                        is_default=True)
-    if job.args.sampler not in comfy.samplers.KSampler.SAMPLERS:
-        raise UsageError("--sampler must be one of ComfyUI's samplers "
-                         f"({', '.join(comfy.samplers.KSampler.SAMPLERS)}), got {job.args.sampler!r}")
-    if job.args.scheduler not in comfy.samplers.KSampler.SCHEDULERS:
-        raise UsageError(f"--scheduler must be one of {', '.join(comfy.samplers.KSampler.SCHEDULERS)}, "
-                         f"got {job.args.scheduler!r}")
+    check_sampler_names(job.args)
     if not hasattr(comfy.sd.CLIPType, job.args.clip_type.upper()):
         raise UsageError(f"--clip-type must be one of {', '.join(t.name.lower() for t in comfy.sd.CLIPType)}, "
                          f"got {job.args.clip_type!r}")
@@ -307,17 +320,25 @@ def _model_file_keys(model: ModelFile) -> list[str] | None:
                          f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
 
 
-def check_model_files(job: SampleJob, sdtm_config) -> None:
-    """Before any model loads: every .safetensors file has a readable header, and the SDTM block range
-    fits the diffusion model's joint blocks."""
-    depth = None
+def model_file_depth(job: SampleJob) -> tuple[int | None, bool]:
+    """Before any model loads: every .safetensors file has a readable header (else UsageError). Returns
+    (the MMDiT joint blocks the diffusion model's weights hold, None where none; whether its header was
+    read: False for a file in another format)."""
+    depth, read = None, False
     for model in [job.models[k] for k in ("checkpoint", "unet", "vae") if job.models[k]] + job.models["clip"]:
         if model.kind == "vae_approx":
             continue
         keys = _model_file_keys(model)
         if keys is not None and model.kind in ("checkpoints", "diffusion_models"):
             blocks = {int(found.group(1)) for found in map(JOINT_BLOCK.search, keys) if found}
-            depth = max(blocks) + 1 if blocks else None
+            depth, read = (max(blocks) + 1 if blocks else None), True
+    return depth, read
+
+
+def check_model_files(job: SampleJob, sdtm_config) -> None:
+    """Before any model loads: every .safetensors file has a readable header, and the SDTM block range
+    fits the diffusion model's joint blocks."""
+    depth, _ = model_file_depth(job)
     if sdtm_config is None or depth is None:
         return
     for knob, value in ((KNOB_BY_FIELD["block_start"], sdtm_config.block_start),
@@ -423,7 +444,7 @@ def _sample_on_rank(job: SampleJob, ranks: Ranks, device: str, dist) -> int:
     import torch
     from tqdm import tqdm
     args = job.args
-    nodes, pack = _prepare_comfy(job, device)
+    nodes, pack = prepare_comfy(job, device)
     import comfy.sample
     import comfy.utils
     sdtm_config = _sdtm_config(pack, job)

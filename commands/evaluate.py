@@ -4,6 +4,8 @@
         --output-path out/sdtm --method sdtm
     torchrun --nproc_per_node=4 -m commands.evaluate sample ...      # the same files, four times faster
     python -m commands.evaluate compare out/sdtm out/none [--fid-ref coco/val2017] [--caption-path captions.json]
+    python -m commands.evaluate front --checkpoint sd3.5_large_turbo.safetensors --steps 8 --output-path out/front
+    python -m commands.evaluate front --fixture photo --limit 1 --steps 8 --output-path out/front   # no model needed
 
 ``sample`` runs ComfyUI's own loaders, text encoding (CLIPTextEncode), sampler (comfy.sample, the
 KSampler path), VAE decoding and this pack's patch, and writes one image per caption, named
@@ -12,7 +14,8 @@ Each image's starting noise depends only on --seed and its image_id. Prompts are
 of batches (--batch-size, in caption-file order) and batch i runs on rank i % world_size, so every
 batch, and therefore every file, is the same whatever the number of processes. Existing images are
 skipped, the caption file is only read, and bad input is reported in one line before any model loads.
-See docs/EVALUATION.md.
+``front`` (commands/eval_front.py) times the unpatched model, fewer steps, LazyCache, every SDTM preset
+and the best stack on one device and scores each against the unpatched image. See docs/EVALUATION.md.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from .eval_captions import (
     shard,
 )
 from .eval_compare import run_compare
+from .eval_front import FIXTURE_NAMES, run_front, validate_front
 from .eval_sampling import PROG, Ranks, run_sample, validate_sample
 
 METHOD = KNOB_BY_FIELD["method"]
@@ -71,8 +75,41 @@ def _boolean(text: str) -> bool:
 # CLI option -> (SDTMConfig field, type, help). Left out, each takes the preset's value.
 
 
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """The model options ``sample`` and ``front`` share (checked by eval_sampling.validate_models)."""
+    parser.add_argument("--checkpoint",
+                        help="a ComfyUI checkpoint (file path, or a name in ComfyUI's checkpoints folders)")
+    parser.add_argument("--unet", help="a diffusion model (path, or a name in ComfyUI's diffusion_models folders)")
+    parser.add_argument("--clip", action="append", default=[],
+                        help="a text encoder (path, or a name in ComfyUI's text_encoders folders); repeat for "
+                             "several (clip_l, clip_g, t5xxl)")
+    parser.add_argument("--clip-type", default="sd3", help="ComfyUI's CLIPLoader type (default sd3)")
+    parser.add_argument("--vae", help="a VAE (path, or a name in ComfyUI's vae folders, or taesd3)")
+    parser.add_argument("--models-dir", action="append", default=[],
+                        help="a ComfyUI models folder (checkpoints/, diffusion_models/, text_encoders/, vae/, "
+                             "vae_approx/) searched before ComfyUI's own; repeatable")
+
+
+def _sampling_options(parser: argparse.ArgumentParser, size_help: str, size_default, steps_default: int,
+                      cfg_help: str, cfg_default) -> None:
+    """The sampling options ``sample`` and ``front`` share (their defaults differ)."""
+    parser.add_argument("--height", type=_ranged(int, 16, 16384), default=size_default, help=size_help)
+    parser.add_argument("--width", type=_ranged(int, 16, 16384), default=size_default, help=size_help)
+    parser.add_argument("--steps", type=_ranged(int, 1, 10000), default=steps_default,
+                        help=f"default {steps_default}")
+    parser.add_argument("--cfg", type=_ranged(float, 0.0, 100.0), default=cfg_default, help=cfg_help)
+    parser.add_argument("--sampler", default="euler", help="a ComfyUI sampler name (default euler)")
+    parser.add_argument("--scheduler", default="sgm_uniform", help="a ComfyUI scheduler name (default sgm_uniform)")
+    parser.add_argument("--negative-prompt", default="", help="the negative prompt (default empty)")
+    parser.add_argument("--seed", type=_ranged(int, 0, 2**63 - 1), default=0, help="default 0")
+    parser.add_argument("--limit", type=_ranged(int, 1, 10**9), help="only the first N captions")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="auto: cuda when available (sample under torchrun: each rank uses GPU LOCAL_RANK)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="SDTM evaluation: sample images over a caption file, compare folders.")
+    parser = _Parser(prog=PROG, description="SDTM evaluation: sample images over a caption file, compare folders, "
+                                            "measure the speed-fidelity front.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sample = commands.add_parser("sample", help="one image per caption, through ComfyUI with (or without) SDTM")
@@ -81,28 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "or PartiPrompts .tsv")
     sample.add_argument("--output-path", required=True,
                         help="folder for the images (created; existing images are kept)")
-    sample.add_argument("--checkpoint",
-                        help="a ComfyUI checkpoint (file path, or a name in ComfyUI's checkpoints folders)")
-    sample.add_argument("--unet", help="a diffusion model (path, or a name in ComfyUI's diffusion_models folders)")
-    sample.add_argument("--clip", action="append", default=[],
-                        help="a text encoder (path, or a name in ComfyUI's text_encoders folders); repeat for "
-                             "several (clip_l, clip_g, t5xxl)")
-    sample.add_argument("--clip-type", default="sd3", help="ComfyUI's CLIPLoader type (default sd3)")
-    sample.add_argument("--vae", help="a VAE (path, or a name in ComfyUI's vae folders, or taesd3)")
-    sample.add_argument("--models-dir", action="append", default=[],
-                        help="a ComfyUI models folder (checkpoints/, diffusion_models/, text_encoders/, vae/, "
-                             "vae_approx/) searched before ComfyUI's own; repeatable")
-    sample.add_argument("--height", type=_ranged(int, 16, 16384), default=1024, help="multiple of 16 (default 1024)")
-    sample.add_argument("--width", type=_ranged(int, 16, 16384), default=1024, help="multiple of 16 (default 1024)")
-    sample.add_argument("--steps", type=_ranged(int, 1, 10000), default=50, help="default 50")
-    sample.add_argument("--cfg", type=_ranged(float, 0.0, 100.0), default=7.0, help="default 7.0")
-    sample.add_argument("--sampler", default="euler", help="a ComfyUI sampler name (default euler)")
-    sample.add_argument("--scheduler", default="sgm_uniform", help="a ComfyUI scheduler name (default sgm_uniform)")
-    sample.add_argument("--negative-prompt", default="", help="the negative prompt (default empty)")
+    _model_options(sample)
+    _sampling_options(sample, size_help="multiple of 16 (default 1024)", size_default=1024, steps_default=50,
+                      cfg_help="default 7.0", cfg_default=7.0)
     sample.add_argument("--batch-size", type=_ranged(int, 1, 4096), default=4,
                         help="images per sampler call (default 4)")
-    sample.add_argument("--seed", type=_ranged(int, 0, 2**63 - 1), default=0, help="default 0")
-    sample.add_argument("--limit", type=_ranged(int, 1, 10**9), help="only the first N captions")
     sample.add_argument("--method", choices=(*METHOD.choices, "none"), default=METHOD.default,
                         help="sdtm, tome (the ToMe baseline on the same schedule) or none (no merging)")
     sample.add_argument("--preset", default="reference",
@@ -116,8 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
                            choices=knob.choices or None, help=knob.tooltip.replace("%", "%%"))
     sample.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
     sample.add_argument("--jpeg-quality", type=_ranged(int, 1, 100), default=95, help="default 95")
-    sample.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: cuda when available (each torchrun rank uses GPU LOCAL_RANK)")
+
+    front = commands.add_parser("front", help="the speed-fidelity front on your model and device: fewer steps, "
+                                              "LazyCache, every SDTM preset and the best stack, timed")
+    front.add_argument("--output-path", required=True, help="folder for front.json and front.png (created)")
+    front.add_argument("--fixture", choices=FIXTURE_NAMES,
+                       help="a built-in photo fixture instead of a model (runs anywhere; its 'VAE' is exact)")
+    _model_options(front)
+    _sampling_options(front, size_help="a model: multiple of 16 (default 1024); a fixture: the decoded image, a "
+                                       "multiple of 4 (default: its trained size)", size_default=None,
+                      steps_default=30, cfg_help="default 7.0 (a fixture: 4.5, its trained guidance)",
+                      cfg_default=None)
+    front.add_argument("--caption-path", help="a caption file as for sample (default: a small built-in list)")
+    front.add_argument("--repeats", type=_ranged(int, 1, 100), default=3,
+                       help="timed runs per setting and caption, after one warm-up run (default 3)")
+    front.add_argument("--fewer-steps", default="0.75,0.6,0.5",
+                       help="fractions k of --steps for the fewer-steps rows (round(steps*k), at least 1; "
+                            "default 0.75,0.6,0.5)")
+    front.add_argument("--lazy-thresholds", default="0.1,0.2,0.4",
+                       help="core LazyCache thresholds (default 0.1,0.2,0.4)")
+    front.add_argument("--clip-model", help="adds the CLIP score (needs torchmetrics and transformers): a Hugging "
+                                            "Face name or a local folder")
 
     compare = commands.add_parser("compare", help="PSNR/SSIM between matched images of two folders, FID, CLIP score")
     compare.add_argument("dir_a", help="images to judge (e.g. the SDTM folder)")
@@ -157,10 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         ranks = Ranks.from_env()
         report = ranks.rank == 0
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)
         if args.command == "compare":
             return run_compare(args)
         output = Path(args.output_path)
         created = None if output.exists() else output
+        if args.command == "front":
+            return run_front(validate_front(args))
         return run_sample(validate_sample(args))
     except UsageError as error:
         _remove_if_empty(created)

@@ -25,6 +25,16 @@ def comfy_root() -> Path:
     return root
 
 
+def comfy_version() -> str:
+    """The version of the ComfyUI tree the tests use (its comfyui_version.py), read without importing ComfyUI."""
+    import re
+    text = (comfy_root() / "comfyui_version.py").read_text()
+    found = re.search(r'__version__\s*=\s*["\']([^"\']+)["\']', text)
+    if not found:
+        raise RuntimeError(f"no __version__ in {comfy_root() / 'comfyui_version.py'}")
+    return found.group(1)
+
+
 _STATE: dict = {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .comfy_env import import_comfy
+from .comfy_env import comfy_version, import_comfy
 
 VARIANTS = {
     # name: (depth, qk_norm, dual-attention blocks)  hidden = 64 * depth, heads = depth, as in SD3
@@ -200,8 +200,18 @@ def write_tiny_checkpoint(path, variant: str = "sd3-medium", seed: int = 0, vae:
     model = tiny_model(variant, seed)
     clip = comfy.sd.load_text_encoder_state_dicts([clip_l_state_dict(seed)], clip_type=comfy.sd.CLIPType.SD3)
     vae_model = comfy.sd.VAE(sd=CHECKPOINT_VAES[vae](seed))
-    state = model.model.state_dict_for_saving(clip.get_sd(), vae_model.get_sd())
+    state = checkpoint_state_dict(model, clip.get_sd(), vae_model.get_sd())
     save_safetensors({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, path)
+
+
+def checkpoint_state_dict(model, clip_sd: dict, vae_sd: dict) -> dict:
+    """The checkpoint's state dict as ComfyUI's own saver builds it, from a ModelPatcher and the CLIP and VAE
+    state dicts. Newer ComfyUI (0.33.0) has ``ModelPatcher.state_dict_for_saving(clip, vae)``, and its
+    ``BaseModel.state_dict_for_saving`` takes the diffusion model's weights first; older ones (0.3.75) have
+    only ``BaseModel.state_dict_for_saving(clip, vae)``. Picked by what the running ComfyUI offers."""
+    if callable(getattr(model, "state_dict_for_saving", None)):
+        return model.state_dict_for_saving(clip_sd, vae_sd)
+    return model.model.state_dict_for_saving(clip_sd, vae_sd)
 
 
 def tiny_checkpoint_name(variant: str = "sd3-medium", vae: str = "full", seed: int = 0) -> str:
@@ -209,24 +219,49 @@ def tiny_checkpoint_name(variant: str = "sd3-medium", vae: str = "full", seed: i
 
 
 def cached_tiny_checkpoint(folder, variant: str = "sd3-medium", vae: str = "full", seed: int = 0):
-    """The path of a tiny checkpoint in ``folder``, written there first if it is missing. The folder
-    name should change when this module changes (see :func:`tiny_cache_dir`); writes are atomic, so
-    processes may share it."""
+    """The path of a tiny checkpoint in ``folder``, written there first if it is missing and checked by loading
+    it back (:func:`check_tiny_checkpoint`: a wrong file fails here, and never enters the folder). The folder
+    name should change when this module or ComfyUI changes (see :func:`tiny_cache_dir`); writes are atomic,
+    so processes may share it."""
     import os
     from pathlib import Path
     path = Path(folder) / tiny_checkpoint_name(variant, vae, seed)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial = path.with_name(f".{os.getpid()}.partial.{path.name}")  # ComfyUI reads .safetensors by name
         write_tiny_checkpoint(partial, variant, seed, vae)
+        try:
+            check_tiny_checkpoint(partial, variant)
+        except Exception:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, path)
     return path
 
 
+def check_tiny_checkpoint(path, variant: str = "sd3-medium") -> None:
+    """Load a checkpoint file back through ComfyUI's checkpoint loader and raise ValueError unless ComfyUI
+    detects SD3 with ``variant``'s MMDiT (depth, q/k norm, dual-attention blocks) and a 16-channel VAE
+    (ComfyUI itself raises "Could not detect model type" for a file without a diffusion model it knows)."""
+    import_comfy()
+    import comfy.sd
+    import comfy.supported_models
+    model, _, vae = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=False)[:3]
+    config = model.model.model_config
+    depth, qk_norm, dual = VARIANTS[variant]
+    want = {"model": "SD3", "depth": depth, "qk_norm": qk_norm, "x_block_self_attn_layers": list(dual), "vae": 16}
+    got = {"model": type(config).__name__, **{k: config.unet_config.get(k) for k in list(want)[1:4]},
+           "vae": vae.latent_channels}
+    if type(config) is not comfy.supported_models.SD3 or got != want:
+        raise ValueError(f"{path}: ComfyUI detects {got}, not the tiny {variant}: {want}")
+
+
 def tiny_cache_dir():
-    """.cache/tiny-models/<hash of this file>: tiny model files made by this version of this module."""
+    """.cache/tiny-models/<digest>: tiny model files made by this version of this module with this ComfyUI.
+    The digest covers what determines the files: this module's code and the ComfyUI tree's version (its
+    classes build and save the weights; a file written under one version is not reused under another)."""
     import hashlib
     from pathlib import Path
     here = Path(__file__).resolve()
-    digest = hashlib.sha256(here.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(here.read_bytes() + comfy_version().encode()).hexdigest()[:12]
     return here.parents[1] / ".cache" / "tiny-models" / digest

@@ -1,9 +1,11 @@
 """The real ComfyUI web editor (comfyui-frontend-package, served by the real server) in headless
-Chromium driven by Playwright: every UI workflow loads with no missing node and with its widget values
-where the editor expects them, the editor's own API conversion equals the committed twin, the SDTM
+Chromium driven by Playwright: every UI workflow loads with no missing node, no warning or error pop-up (a
+check proven to catch them) and with its widget values where the editor expects them, the editor's own API
+conversion equals the committed twin (less the _meta keys the backend ignores), the SDTM
 node shows its inputs, the SD3 workflow queued from the editor (tiny stand-in checkpoint, 256x256,
 at most 4 steps, see tests/test_server.py) finishes with an image, and every SDTM node's docs page opens in
-the editor's docs panel in English and Chinese. Screenshots go to artifacts/browser/.
+the editor's docs panel in English and Chinese. Frontends 1.32.9 (ComfyUI 0.3.75) and 1.58.1 (ComfyUI 0.33.0,
+commands/test_0.33.sh). Screenshots go to artifacts/browser/.
 """
 import json
 from pathlib import Path
@@ -12,8 +14,8 @@ import pytest
 
 from commands import node_docs
 from commands import workflow_api as wa
+from harness.comfy_editor import CHROMIUM, Editor
 from harness.comfy_env import PACK_NAME
-from harness.comfy_server import CHROMIUM, Editor
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts" / "browser"
@@ -54,6 +56,7 @@ def test_workflow_loads_with_no_missing_node_and_every_widget_in_place(editor, o
     for node in workflow["nodes"]:
         if node["type"] in object_info:
             assert loaded["widgets"][str(node["id"])] == expected_widgets(node, object_info[node["type"]]), node["type"]
+    # api_prompt() drops the _meta keys the backend ignores (harness.comfy_editor.EDITOR_ONLY_META)
     assert editor.api_prompt() == wa.load_json(wa.twin_path(wa.WORKFLOWS / f"{name}.json"))
 
 
@@ -132,24 +135,43 @@ def test_the_run_report_node_shows_the_runs_summary(editor, models):
 @pytest.mark.parametrize("locale", node_docs.LOCALES)
 def test_every_sdtm_node_opens_its_own_docs_page_from_the_info_button(editor, locale):
     """Select each SDTM node and press the selection toolbox's info button, as a user does: the panel shows the
-    pack's own page for the editor's language (HTTP 200 for that .md, the page's own footer, every picture it
-    links loaded), not the node's description the editor falls back to."""
+    pack's own page for the editor's language (HTTP 200 for that .md, the page's own title and footer, every
+    picture it links loaded), not the node's description the editor falls back to."""
     version = node_docs.pack_version()
     editor.set_locale(locale)
     try:
         for node in node_docs.NODE_IDS:
             marker = node_docs.section("footer", locale, version=version, node=node)
             shown = editor.open_node_docs(node, until_text=marker)
-            assert shown["kind"] == "markdown", node
             page = f"/extensions/{PACK_NAME}/docs/{node}/{locale}.md"
             assert {"url": page, "status": 200} in shown["responses"], (node, shown["responses"])
             page_text = (node_docs.DOCS / node / f"{locale}.md").read_text(encoding="utf-8")
+            title = next(line[2:].strip() for line in page_text.splitlines() if line.startswith("# "))
+            assert shown["heading"] == title and marker in shown["text"], node
             linked = {f"/extensions/{PACK_NAME}/docs/{path}" for path in node_docs.linked_images(page_text)}
             assert {image["src"] for image in shown["images"]} == linked, node
             assert all(image["naturalWidth"] > 0 for image in shown["images"]), (node, shown["images"])
             if node == "SDTM_Apply":
                 # docs/images/node_docs_sdtm_apply.png (the README's picture of the panel) is the English one
-                editor.screenshot(ARTIFACTS / f"node_docs_sdtm_apply_{locale}.png",
-                                  clip={"x": 0, "y": 0, "width": 1000, "height": 1000})
+                editor.screenshot(ARTIFACTS / f"node_docs_sdtm_apply_{locale}.png", clip=editor.docs_panel_box())
     finally:
+        editor.close_node_docs()
         editor.set_locale("en")
+
+
+def test_the_alert_check_catches_a_warning_and_an_error(editor):
+    """The check that every workflow test runs after loading (Editor.alerts, through load) sees the pop-ups of
+    this frontend: a workflow that fails the editor's schema check (a node's order that is not a number) raises its
+    own warning, and a warning and an error raised through the editor's toast API are caught too; all are closed."""
+    assert editor.evaluate("() => app.extensionManager.setting.get('Comfy.Validation.Workflows')") is True
+    workflow = wa.load_json(wa.WORKFLOWS / "sd3_medium_sdtm.json")
+    assert editor.load(workflow)["alerts"] == []
+    broken = json.loads(json.dumps(workflow))
+    broken["nodes"][0]["order"] = "first"  # not a number: the editor's workflow schema check warns
+    assert any("nodes[0].order" in text for text in editor.load(broken)["alerts"])
+    for severity in ("warn", "error"):
+        editor.evaluate("""(severity) => app.extensionManager.toast.add(
+            {severity, summary: `SDTM test ${severity}`, detail: 'raised by the test', life: 60000})""", severity)
+        editor.page.wait_for_timeout(300)
+        assert [text for text in editor.alerts() if f"SDTM test {severity}" in text], severity
+    assert editor.alerts() == []

@@ -8,7 +8,7 @@ import torch
 
 from commands import workflow_api as wa
 from commands.demo import PATCH_NODES, REPORT_NODES, without_sdtm
-from harness.tiny_sd3 import CHECKPOINT_VAES, cached_tiny_checkpoint, tiny_cache_dir
+from harness.tiny_sd3 import CHECKPOINT_VAES, VARIANTS, cached_tiny_checkpoint, check_tiny_checkpoint, tiny_cache_dir
 
 UI_FILES = wa.ui_workflows()
 NAMES = [p.stem for p in UI_FILES]
@@ -303,6 +303,35 @@ def test_tiny_checkpoint_loads_as_sd3_with_its_own_vae(tmp_path):
     assert all(torch.equal(loaded[k].to(torch.float16).cpu(), written[k].to(torch.float16)) for k in written)
     (image,) = nodes.VAEDecode().decode(vae, {"samples": torch.randn(1, 16, 16, 12)})
     assert image.shape == (1, 128, 96, 3) and 0.0 <= image.min() and image.max() <= 1.0 and image.std() > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_stand_in_checkpoint_loads_back_as_its_sd3_variant(variant):
+    """The server's stand-ins (TAESD3 as their VAE), as cached for the running ComfyUI: its checkpoint loader
+    detects SD3 with the variant's MMDiT (check_tiny_checkpoint raises otherwise)."""
+    path = cached_tiny_checkpoint(tiny_cache_dir(), variant, vae="taesd")
+    check_tiny_checkpoint(path, variant)
+    assert tiny_cache_dir().name in str(path)
+
+
+def test_a_wrong_stand_in_checkpoint_fails_the_check(tmp_path, monkeypatch):
+    """What 0.3.75's saving call wrote on 0.33.0 (the CLIP-L where the MMDiT belongs, the VAE under the text
+    encoders' prefix) is refused at once, and never enters the cache; so is a good checkpoint of another variant."""
+    from harness import tiny_sd3
+    wrong = {**{f"model.diffusion_model.{k}": v for k, v in tiny_sd3.clip_l_state_dict().items()},
+             **{f"text_encoders.{k}": v for k, v in tiny_sd3.taesd3_vae_state_dict().items()}}
+    tiny_sd3.save_safetensors(wrong, tmp_path / "wrong.safetensors")
+    with pytest.raises(RuntimeError, match="Could not detect model type"):
+        check_tiny_checkpoint(tmp_path / "wrong.safetensors")
+    other = cached_tiny_checkpoint(tiny_cache_dir(), "sd3.5-medium", vae="taesd")
+    with pytest.raises(ValueError, match="not the tiny sd3-medium"):
+        check_tiny_checkpoint(other, "sd3-medium")
+    # the cache checks what it writes: a writer that produced the wrong file leaves nothing behind
+    monkeypatch.setattr(tiny_sd3, "write_tiny_checkpoint",
+                        lambda path, *args: tiny_sd3.save_safetensors(wrong, path))
+    with pytest.raises(RuntimeError, match="Could not detect model type"):
+        cached_tiny_checkpoint(tmp_path / "cache", "sd3-medium")
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 def test_tiny_checkpoint_rejects_unknown_choices(tmp_path):
