@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="sdtm, tome (the ToMe baseline on the same schedule) or none (no merging)")
     sample.add_argument("--preset", default="reference",
                         help="the SDTM preset the knobs below start from (reference, balanced, fast, turbo; "
-                             "default reference, the official release's settings)")
+                             "default reference, the official release's settings and rules)")
     knobs = sample.add_argument_group("SDTM knobs (those of the SDTM Advanced node; default: the preset's)")
     for knob in KNOBS:  # left out, each takes the preset's value
         if knob is METHOD:
