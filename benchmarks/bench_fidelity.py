@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,7 +70,8 @@ def run_progress(pack, model, steps: int) -> list[float]:
     import comfy.samplers
     model_sampling = model.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(model_sampling, SCHEDULER, steps).tolist()
-    return pack.hook.sigma_progress(model_sampling, sigmas)[:-1]
+    placement = sys.modules[pack.module.__name__ + ".nodes.run_placement"]
+    return placement.sigma_progress(model_sampling, sigmas)[:-1]
 
 
 def flop_speedup(pack, config, shape, grid: tuple[int, int], progress: list[float]) -> float:

@@ -28,11 +28,9 @@ does not recompile anything.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import comfy.patcher_extension
@@ -43,7 +41,6 @@ from ..sdtm_ops import (
     BlockMerge,
     MMDiTShape,
     Phase,
-    RunCarry,
     RunState,
     SDTMConfig,
     StepPlan,
@@ -51,16 +48,14 @@ from ..sdtm_ops import (
     block_is_merged,
     block_merge,
     layout_key,
-    percent_of_sigma,
     proportional_bias,
-    steps_after,
-    steps_before,
 )
-from .joint_block import EAGER, BlockFunctions, block_prelude, compile_block_functions, host_compile_settings
+from .joint_block import EAGER, BlockFunctions, block_prelude
+from .run_placement import place_run
+from .run_records import KEY, PatchInfo, RunRecord, latent_fingerprint
 
 log = logging.getLogger("SDTM")
 
-KEY = "sdtm"  # wrapper key and transformer_options key of the patch
 RUN_KEY = "sdtm_run"  # transformer_options key of the current RunState (set per sampling run)
 CALL_KEY = "sdtm_call"  # transformer_options key of the current CallContext (set per model call)
 FUNCTIONS_KEY = "sdtm_block_functions"  # transformer_options key of the run's BlockFunctions (eager or compiled)
@@ -149,158 +144,6 @@ class CallContext:
     blocks_run: int = 0
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """What is kept of a finished run: its report, and its merge maps ({"grid": (h, w), "groups":
-    {(step, block): [N]}}; None when the run kept none because no Merge Map reads this model)."""
-
-    report: dict
-    maps: dict | None
-
-
-class PatchInfo:
-    """Stored in the patched clone's transformer_options: the settings and what its recent runs left.
-
-    Deep copies (ModelPatcher.clone deep-copies model_options) share this object, so a MODEL cloned
-    after the SDTM node (by a LoRA loader, say) still reports its runs here. What is kept, all bounded:
-
-    * ``runs``: the last RUNS_KEPT runs' :class:`RunRecord`, under the fingerprint of the latent each
-      produced (:func:`latent_fingerprint`), so the Run Report and the Merge Map find the run of the LATENT
-      they are given; the newest is the last. Fingerprints of runs that dropped out are remembered
-      (FORGOTTEN_KEPT strings) only to say so.
-    * ``carries``: for the last CARRIES_KEPT runs that stopped part-way (last sigma above 0), the read-only
-      state a continuation starts from (:class:`~sdtm_ops.state.RunCarry`, on the CPU), under (last sigma,
-      fingerprint of the returned latent). A run ending at sigma 0 leaves none: nothing can continue it.
-      The keys of carries dropped by that limit are remembered (FORGOTTEN_KEPT) only to say so when their
-      continuation arrives.
-    """
-
-    RUNS_KEPT = 8
-    CARRIES_KEPT = 2
-    FORGOTTEN_KEPT = 256
-
-    def __init__(self, config: SDTMConfig, label: str, record_maps: bool = False) -> None:
-        self.config = config
-        self.label = label
-        self.record_maps = bool(record_maps)  # keep merge maps: only when a Merge Map will read them
-        self.runs: OrderedDict[str, RunRecord] = OrderedDict()
-        self.forgotten: OrderedDict[str, None] = OrderedDict()
-        self.carries: OrderedDict[tuple[float, str], RunCarry] = OrderedDict()
-        self.dropped: OrderedDict[tuple[float, str], None] = OrderedDict()  # keys of carries dropped (bounded)
-        self.logged: set[str] = set()  # one-time log lines already written
-        self._unnamed_runs = 0
-        self._compiled: dict[str, BlockFunctions] = {}  # the host's compile settings -> compiled functions
-
-    def block_functions(self, model_options: dict) -> BlockFunctions:
-        """The merged block's functions for a run with these model options: compiled, once per compile
-        setting and kept with the model as the host keeps its compiled model, when ComfyUI's TorchCompileModel
-        compiles it; otherwise eager."""
-        settings = host_compile_settings(model_options)
-        if settings is None:
-            return EAGER
-        key = repr(sorted(settings.items()))
-        if key not in self._compiled:
-            self._compiled[key] = compile_block_functions(settings)
-        return self._compiled[key]
-
-    def __deepcopy__(self, memo):
-        return self
-
-    def log_once(self, key: str, level: int, message: str, *args) -> None:
-        if key not in self.logged:
-            self.logged.add(key)
-            log.log(level, message, *args)
-
-    def record_run(self, fingerprint: str | None, record: RunRecord) -> None:
-        if fingerprint is None:  # no latent to find it by (an interrupted run): kept as the newest run only
-            self._unnamed_runs += 1
-            fingerprint = f"run {self._unnamed_runs} (no latent)"
-        self.forgotten.pop(fingerprint, None)
-        self.runs[fingerprint] = record
-        self.runs.move_to_end(fingerprint)
-        while len(self.runs) > self.RUNS_KEPT:
-            dropped, _ = self.runs.popitem(last=False)
-            self.forgotten[dropped] = None
-            while len(self.forgotten) > self.FORGOTTEN_KEPT:
-                self.forgotten.popitem(last=False)
-
-    def latest(self) -> RunRecord | None:
-        """The newest run of this model (whichever sampler ran it), or None."""
-        return next(reversed(self.runs.values()), None)
-
-    def run_of(self, samples: torch.Tensor) -> RunRecord | None:
-        """The run that produced the latent ``samples`` [B, C, H, W], or None."""
-        return self.runs.get(latent_fingerprint(samples))
-
-    def keep_carry(self, last_sigma: float, fingerprint: str, carry: RunCarry) -> None:
-        key = (last_sigma, fingerprint)
-        self.dropped.pop(key, None)
-        self.carries[key] = carry
-        self.carries.move_to_end(key)
-        while len(self.carries) > self.CARRIES_KEPT:
-            dropped, _ = self.carries.popitem(last=False)
-            self.dropped[dropped] = None
-            while len(self.dropped) > self.FORGOTTEN_KEPT:
-                self.dropped.popitem(last=False)
-
-    def carry_for(self, first_sigma: float, latent) -> tuple[RunCarry | None, str | None]:
-        """The carry of a run that stopped at ``first_sigma`` and returned exactly ``latent`` (the latent is
-        read, one transfer, only when some run stopped at that sigma), or (None, why that run's carry is gone)
-        when this model dropped it; (None, None) when no run stopped there with that latent."""
-        if not any(sigma == first_sigma for sigma, _ in (*self.carries, *self.dropped)):
-            return None, None
-        key = (first_sigma, latent_fingerprint(latent))
-        if key in self.dropped:
-            return None, (f"the part it continues stopped at this sigma and returned this latent, but its state was "
-                          f"dropped: this model keeps the state of its last {self.CARRIES_KEPT} part-way runs and "
-                          f"{self.CARRIES_KEPT} or more stopped after it (other split runs on this model or its "
-                          f"clones). Run each part right after the one before it, or queue the prompt again")
-        return self.carries.get(key), None
-
-    @property
-    def carried_bytes(self) -> int:
-        return sum(carry.nbytes for carry in self.carries.values())
-
-
-def latent_fingerprint(samples) -> str | None:
-    """Identity of a latent [B, C, H, W]: its shape and a hash of its float32 values (one transfer to the
-    CPU, once per run). None for what is not a plain tensor (nested latents)."""
-    if not isinstance(samples, torch.Tensor) or samples.is_nested:
-        return None
-    values = samples.detach().to("cpu", torch.float32).contiguous()
-    return f"{tuple(values.shape)}:{hashlib.sha1(values.numpy().tobytes()).hexdigest()}"
-
-
-def run_of_latent(model, samples, input_name: str) -> RunRecord:
-    """The sampling run of ``model`` that produced the LATENT ``samples`` (the model's newest run when
-    ``samples`` is None); a clear error when the model carries no SDTM patch or that run is unknown."""
-    info = model.model_options.get("transformer_options", {}).get(KEY)
-    if info is None:
-        raise ValueError("model carries no SDTM patch: connect the MODEL output of an SDTM node")
-    if samples is None:
-        found = info.latest()
-        if found is None:
-            raise ValueError("this SDTM-patched model has not been sampled yet, so there is no run to show: connect "
-                             f"the sampler's LATENT to {input_name} (the node then runs after the sampler)")
-        return found
-    latent = samples.get("samples") if isinstance(samples, dict) else None
-    fingerprint = latent_fingerprint(latent) if latent is not None else None
-    found = info.runs.get(fingerprint) if fingerprint is not None else None
-    if found is not None:
-        return found
-    if fingerprint in info.forgotten:
-        raise ValueError(
-            f"{input_name}: this LATENT comes from a sampling run of this SDTM-patched model that is no longer kept: "
-            f"the model keeps its last {info.RUNS_KEPT} runs, and {info.RUNS_KEPT} or more ran after it. Queue the "
-            f"prompt again, or put the report right after the sampler.")
-    known = [record.report.get("latent_shape") for record in info.runs.values()]
-    raise ValueError(
-        f"{input_name}: this LATENT was not produced by a sampling run of this SDTM-patched model, so the "
-        f"run it belongs to is unknown (the model's recent runs produced latents of shapes {known or 'none'}). "
-        f"Connect the LATENT output of the sampler that used this model, unchanged (not a denoised_output, "
-        f"an upscaled or an edited latent).")
-
-
 # Samplers that evaluate the model a second time within a step at the NEXT step's sigma (Heun's
 # corrector); their other evaluations all lie at or between the schedule's sigmas.
 CORRECTOR_SAMPLERS = frozenset({"sample_heun", "sample_heunpp2"})
@@ -319,95 +162,6 @@ def _bound_arguments(fn, args, kwargs) -> dict:
     return bound.arguments
 
 
-def sigma_progress(model_sampling, schedule: list[float]) -> list[float]:
-    """Progress in [0, 1] of each sigma of ``schedule`` on the model's sigma scale (``model_sampling``:
-    the host's model_sampling object), as ComfyUI's own start/end percents are read."""
-    return [percent_of_sigma(float(sigma), model_sampling.percent_to_sigma) for sigma in schedule]
-
-
-def _scheduler_sigmas():
-    """The host's schedulers as (name -> function(model_sampling, steps) -> sigmas), or None on a host
-    without ``comfy.samplers.calculate_sigmas``."""
-    import comfy.samplers
-    calculate = getattr(comfy.samplers, "calculate_sigmas", None)
-    names = getattr(comfy.samplers, "SCHEDULER_NAMES", None)
-    if calculate is None or not names:
-        return None
-    return {name: (lambda model_sampling, steps, name=name: calculate(model_sampling, name, steps)) for name in names}
-
-
-def one_schedule(model_sampling, before: tuple[float, ...], after: list[float]) -> bool:
-    """Whether ``before`` (a stopped run's sigmas) followed by ``after`` (a new run's, starting at
-    before's last) is one stretch of a schedule of one of the host's schedulers at one step count: the
-    sigmas KSamplerAdvanced or SplitSigmas give the two parts of one run. A run with another step count
-    or scheduler that happens to start at the same sigma is not. A final 0 of ``after`` may be a forced
-    full denoise, so it is not compared. Without the host's schedulers, True."""
-    schedulers = _scheduler_sigmas()
-    if schedulers is None:
-        return True
-    whole = list(before) + list(after[1:])
-    compared = whole[:-1] if whole[-1] == 0.0 and len(whole) > 2 else whole
-    least = len(whole) - 1
-    for steps in range(least, 2 * least + 33):  # longer schedules: a part of a run with denoise < 1
-        for calculate in schedulers.values():
-            sigmas = [float(v) for v in calculate(model_sampling, steps).reshape(-1).tolist()]
-            for start in range(len(sigmas) - len(compared) + 1):
-                if abs(sigmas[start] - compared[0]) <= 1e-5 * abs(compared[0]):
-                    if all(abs(a - b) <= 1e-5 * max(abs(a), 1e-3) for a, b in
-                           zip(sigmas[start:start + len(compared)], compared)):
-                        return True
-                    break
-    return False
-
-
-def whole_schedule_steps(model_sampling, schedule: list[float], first_step: int, estimate: int) -> int:
-    """The step count of the whole schedule of a run that stops part-way: the one of the host's schedulers whose
-    sigmas from ``first_step`` on begin with ``schedule``, searched up to twice ``estimate`` (the count
-    estimated from the run's own steps, returned when none matches)."""
-    schedulers = _scheduler_sigmas() or {}
-    end = first_step + len(schedule)
-    for steps in range(end, 2 * estimate + 33):
-        for calculate in schedulers.values():
-            sigmas = [float(v) for v in calculate(model_sampling, steps).reshape(-1).tolist()]
-            if all(abs(a - b) <= 1e-5 * max(abs(a), 1e-3) for a, b in zip(sigmas[first_step:end], schedule)):
-                return steps
-    return estimate
-
-
-def continuation_problem(carry: RunCarry, model_sampling, schedule: list[float], noise, seed) -> str | None:
-    """Why a run that starts where ``carry``'s run stopped, from the latent it returned, is not the rest of
-    that run (None: it is): it adds noise, has another seed, or another schedule."""
-    if isinstance(noise, torch.Tensor) and bool(torch.count_nonzero(noise)):
-        return "it adds noise (the rest of a run adds none: add_noise disabled)"
-    if carry.sampler_seed is not None and seed is not None and int(seed) != carry.sampler_seed:
-        return f"its seed {int(seed)} is not the seed {carry.sampler_seed} of the part that stopped there"
-    if not one_schedule(model_sampling, carry.sigmas, schedule):
-        return ("its sigmas are not the rest of that part's schedule (another step count or scheduler, or "
-                "sigmas none of ComfyUI's schedulers make)")
-    return None
-
-
-def _place_run(info: PatchInfo, guider, schedule: list[float], arguments: dict
-               ) -> tuple[list[float], int, RunCarry | None, str | None]:
-    """The run's progress per step on the model's sigma scale (read now: a ModelSamplingSD3 node after
-    SDTM changes it), the index of its first step in the whole schedule, the carry of the run it continues
-    (None: it starts afresh, its first step estimated from its first sigma) and, for a run that starts
-    where a kept run stopped but is not its continuation, why it starts afresh."""
-    model_sampling = guider.model_patcher.get_model_object("model_sampling")
-    progress = sigma_progress(model_sampling, schedule)
-    carry, reason = info.carry_for(schedule[0], arguments.get("latent_image"))
-    if carry is not None:
-        reason = continuation_problem(carry, model_sampling, schedule, arguments.get("noise"),
-                                      arguments.get("seed"))
-    if reason is not None:
-        log.warning("SDTM %s: this run starts where an earlier part of a split run stopped, from the latent it "
-                    "returned, but it starts afresh: %s.", info.label, reason)
-        return progress, steps_before(progress), None, reason
-    if carry is not None:
-        return progress, carry.end_step, carry.to(guider.model_patcher.load_device), None
-    return progress, steps_before(progress), None, None
-
-
 def outer_sample_wrapper(executor, *args, **kwargs):
     """One RunState per sampling run; its report, the summary and the release of every tensor at its end."""
     guider = executor.class_obj
@@ -418,15 +172,11 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     if len(schedule) < 2:  # no step to take (SplitSigmas at the last step): exactly as without SDTM
         return executor(*args, **kwargs)
     seed = arguments.get("seed")
-    progress, first_step, carry, fresh_reason = _place_run(info, guider, schedule, arguments)
-    total = None  # the release's step-counted progress needs the whole schedule's step count
-    if schedule[-1] > 0 and "step_progress" in info.config.release:
-        total = whole_schedule_steps(guider.model_patcher.get_model_object("model_sampling"), schedule, first_step,
-                                     first_step + len(schedule) - 1 + steps_after(progress))
-    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=progress[:-1], total_steps=total,
-                   first_step=first_step, corrector_sampler=_sampler_is_corrector(arguments.get("sampler")),
-                   carry=carry, record_maps=info.record_maps,
-                   tail_progress=progress[-1] if schedule[-1] > 0 else None)
+    place = place_run(info, guider, schedule, arguments)
+    run = RunState(info.config, schedule, 0 if seed is None else int(seed), progress=place.progress[:-1],
+                   total_steps=place.total_steps, first_step=place.first_step,
+                   corrector_sampler=_sampler_is_corrector(arguments.get("sampler")), carry=place.carry,
+                   record_maps=info.record_maps, tail_progress=place.progress[-1] if schedule[-1] > 0 else None)
     guider.model_options = comfy.patcher_extension.copy_nested_dicts(original_options)
     guider.model_options["transformer_options"][RUN_KEY] = run
     guider.model_options["transformer_options"][FUNCTIONS_KEY] = info.block_functions(original_options)
@@ -445,7 +195,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         if info.carries:
             summary += f"; kept for continuations {info.carried_bytes / 2**20:.1f} MiB"
         report = {"label": info.label, "config": dataclasses.asdict(info.config), "num_steps": run.num_steps,
-                  "first_step": run.first_step, "continued": run.continued, "afresh_because": fresh_reason,
+                  "first_step": run.first_step, "continued": run.continued, "afresh_because": place.afresh_because,
                   "steps_run": sorted(run.stats.steps),
                   "progress": [plan.progress for plan in run.plans], "seed": run.seed,
                   "sampler_corrector": run.corrector_sampler,

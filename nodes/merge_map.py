@@ -15,8 +15,8 @@ import torch
 from comfy_api.latest import io
 from PIL import Image, ImageDraw, ImageFont
 
-from .hook import KEY, run_of_latent
 from .node_schema import CATEGORY, SEARCH_ALIASES, schema
+from .run_records import KEY, run_of_latent
 
 log = logging.getLogger("SDTM")
 

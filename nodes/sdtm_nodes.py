@@ -8,10 +8,11 @@ from comfy_api.latest import io
 
 from ..sdtm_ops import SDTMConfig
 from ..sdtm_ops.knobs import KNOB_BY_INPUT, KNOBS, PRESET_VALUE, Knob, knob_problem, order_problem
-from .hook import patch_model, run_of_latent
+from .hook import patch_model
 from .merge_map import SDTMMergeMap
 from .node_schema import CATEGORY, SEARCH_ALIASES, schema
 from .presets import DEFAULT_PRESET, PRESETS, preset_config, preset_tooltip
+from .run_records import run_of_latent
 
 SIMPLE_KNOBS = tuple(sorted((k for k in KNOBS if k.sdtm_position is not None), key=lambda k: k.sdtm_position))
 MERGE_MAP_NODE = "SDTM_MergeMap"
