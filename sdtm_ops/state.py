@@ -19,7 +19,7 @@ import torch
 
 from .config import SDTMConfig
 from .partition import Partition, WindowGrid, detail_partition, tome_partition, window_grid, window_partition
-from .schedule import BlockMerge, Phase, StepPlan, block_merge, step_plan
+from .schedule import BlockMerge, Phase, StepPlan, block_merge, ratio_at, step_plan
 
 __all__ = ["RunCarry", "RunState", "RunStats", "StepStats", "layout_key", "tensor_bytes"]
 
@@ -169,14 +169,15 @@ class RunCarry:
 
 
 def tail_plans(config: SDTMConfig, progress: float) -> list[StepPlan]:
-    """Plans that bound what the steps after ``progress`` can merge: the ratio falls with progress, so each
-    phase merges the most at its earliest merging progress in [progress, end]. Step 1 of 2 is an unprotected
-    step unless every step is protected (then nothing ever merges)."""
-    if config.protect_every == 1:
-        return []
+    """Plans that bound what the steps after ``progress`` can merge: the ratio falls with progress, so the
+    rest merges at most what an unprotected step at its earliest merging progress would, in either phase
+    (which phase comes when depends on rules that count steps the part cannot see). Empty when every step is
+    protected or merging has ended."""
     first = max(progress, config.start)
-    points = (first, max(first, config.switch + 1e-6))
-    return [step_plan(config, 1, 2, progress=p) for p in points if p <= config.end]
+    if config.protect_every == 1 or first > config.end:
+        return []
+    phases = (Phase.STRUCTURE,) if config.method == "tome" else (Phase.STRUCTURE, Phase.DETAIL)
+    return [StepPlan(1, 2, first, phase, ratio_at(config, first), False) for phase in phases]
 
 
 class RunState:

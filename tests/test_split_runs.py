@@ -48,6 +48,8 @@ SPLITS = [  # (knobs of SDTM Advanced, steps, cut): the issue's cases first
     (dict(ratio=0.6, switch_percent=0.2, start_percent=0.1), 10, 7),
     (dict(ratio=0.5, start_percent=0.0, end_percent=0.4), 8, 5),  # merging ends in the first part
     (dict(ratio=0.3, protect_steps_every=2), 9, 2),
+    (dict(ratio=0.4, start_percent=0.3, rules="release"), 8, 4),  # the release's step-counted rules
+    (dict(ratio=0.5, switch_percent=0.1, start_percent=0.5, rules="release"), 30, 14),
 ]
 
 
