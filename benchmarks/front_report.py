@@ -20,18 +20,49 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
+FEWER = "fewer-steps"  # benchmarks.front_fewer.FAMILY
+BASELINE_FAMILIES = ("unpatched", "lazycache", FEWER, "easycache", "analysis")
+
+
+def baseline_points(rows: list[dict], family: str, model: str = "sd3-medium") -> list[tuple[float, float]]:
+    """(estimated speedup, mean PSNR) of a baseline's measured settings with a finite PSNR."""
+    key = f"speedup_{model}"
+    return sorted((r[key], r["psnr_mean"]) for r in rows if r["family"] == family and math.isfinite(r["psnr_mean"]))
+
+
+def against(points: list[tuple[float, float]], speed: float, psnr: float) -> dict:
+    """A setting (speed, PSNR) against a baseline's points: the baseline's PSNR at that speed, interpolated
+    linearly in the estimated speedup between its two neighbouring measured points, and the margin (this PSNR
+    minus that). Slower than the baseline's slowest point, the baseline keeps at least that point's PSNR (more
+    steps, or a lower threshold, changes the image less): the margin is then an upper bound (``at_most``).
+    Faster than its fastest point: no figure (``outside``)."""
+    at = interpolate(points, speed)
+    if at is not None:
+        return {"psnr": at, "margin": psnr - at, "at_most": None}
+    if points and speed < points[0][0]:
+        return {"psnr": None, "margin": None, "at_most": psnr - points[0][1]}
+    return {"psnr": None, "margin": None, "at_most": None}
+
+
+def margin_or_bound(entry: dict) -> float | None:
+    """The measured margin, else the bound (a setting below every point of the baseline), else None."""
+    return entry["margin"] if entry["margin"] is not None else entry["at_most"]
+
+
 def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float = TARGET_SPEEDUP) -> list[dict]:
     """Each pack setting at an estimated speedup >= ``at_least``: its PSNR minus LazyCache's at the same
     estimated speedup (interpolated along the sweep's measured points with a finite PSNR), and LazyCache's
     speedup at the same PSNR. Below the sweep's slowest finite point (LazyCache at its lowest thresholds
     skips nothing and matches unpatched exactly), LazyCache keeps at least that point's PSNR: the margin is
-    then an upper bound (``margin_at_most_db``)."""
+    then an upper bound (``margin_at_most_db``). The same against fewer steps (``fewer_*``: the unpatched model
+    at k of S steps, :func:`against`) where the front measured it."""
     key = f"speedup_{model}"
     lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache" and math.isfinite(r["psnr_mean"])]
+    fewer = baseline_points(rows, FEWER, model)
     by_psnr = [(p, x) for x, p in lazy]
     out = []
     for r in rows:
-        if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
+        if r["family"] in BASELINE_FAMILIES or r[key] < at_least:
             continue
         lazy_psnr = interpolate(lazy, r[key])
         slowest = min(lazy) if lazy else None  # LazyCache's slowest skipping point (speed, PSNR)
@@ -42,6 +73,10 @@ def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float =
                     "margin_at_most_db": None if bound is None else r["psnr_mean"] - bound,
                     "lazycache_speedup_at_psnr": interpolate(by_psnr, r["psnr_mean"]),
                     "dominated": None if lazy_psnr is None else r["psnr_mean"] <= lazy_psnr})
+        if fewer:
+            vs = against(fewer, r[key], r["psnr_mean"])
+            out[-1].update({"fewer_psnr_at_speedup": vs["psnr"], "margin_fewer_db": vs["margin"],
+                            "margin_fewer_at_most_db": vs["at_most"]})
     return sorted(out, key=lambda v: -(v["margin_db"] if v["margin_db"] is not None else -1e9))
 
 
