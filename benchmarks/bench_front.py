@@ -179,13 +179,18 @@ def sample_counted(run: Run, model, seed: int, steps: int | None = None) -> tupl
     return photo_codec.decode(latent), run.counter.snapshot()
 
 
+def fixture_prompts(clip, seeds: int) -> list:
+    """(positive, negative) conditioning per seed: seed s prompts the caption of photograph s mod 7."""
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(seeds)]
+    return [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
+
+
 def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: str, scheduler: str,
                 inputs: list | None = None, denoise: float = 1.0) -> Run:
     diffusion = model.model.diffusion_model
     counter = ComputeCounter(diffusion)
-    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
-    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(seeds)]
-    prompts = [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
+    prompts = fixture_prompts(clip, seeds)
     grid = (latent_hw[0] // 2, latent_hw[1] // 2)
     shapes = {"fixture": (fixture_shape(pack, model, clip), grid, None)}
     for name in TARGET_MODELS:

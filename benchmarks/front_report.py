@@ -181,6 +181,10 @@ def front_lines(verdict: list[dict]) -> list[str]:
             lazy = f"below the sweep's slowest finite point: margin at most {v['margin_at_most_db']:+.2f} dB"
         else:
             lazy = "outside the sweep"
+        if v.get("margin_fewer_db") is not None:
+            lazy += f"; fewer steps {v['fewer_psnr_at_speedup']:.2f} dB there, margin {v['margin_fewer_db']:+.2f} dB"
+        elif v.get("margin_fewer_at_most_db") is not None:
+            lazy += f"; below fewer steps' slowest point: margin at most {v['margin_fewer_at_most_db']:+.2f} dB"
         out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
     return out
 
