@@ -164,6 +164,7 @@ class Run:
     shapes: dict  # name -> (MMDiTShape, grid, text tokens or None)
     inputs: list | None = None  # per seed: the latent a pass starts from (img2img / hires), None from noise
     denoise: float = 1.0
+    first_seed: int = 0  # entry i of prompts / references is seed first_seed + i
 
     @property
     def tokens(self) -> int:
@@ -173,29 +174,30 @@ class Run:
 def sample_counted(run: Run, model, seed: int, steps: int | None = None) -> tuple[torch.Tensor, dict]:
     positive, negative = run.prompts[seed]
     run.counter.reset()
-    latent = sample_fixture(model, seed, positive, negative, steps or run.steps, run.latent_hw, sampler=run.sampler,
-                            scheduler=run.scheduler, latent=None if run.inputs is None else run.inputs[seed],
-                            denoise=run.denoise)
+    latent = sample_fixture(model, run.first_seed + seed, positive, negative, steps or run.steps, run.latent_hw,
+                            sampler=run.sampler, scheduler=run.scheduler,
+                            latent=None if run.inputs is None else run.inputs[seed], denoise=run.denoise)
     return photo_codec.decode(latent), run.counter.snapshot()
 
 
-def fixture_prompts(clip, seeds: int) -> list:
+def fixture_prompts(clip, seeds: int, first_seed: int = 0) -> list:
     """(positive, negative) conditioning per seed: seed s prompts the caption of photograph s mod 7."""
     negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
-    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(seeds)]
+    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(first_seed, first_seed + seeds)]
     return [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
 
 
 def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: str, scheduler: str,
-                inputs: list | None = None, denoise: float = 1.0) -> Run:
+                inputs: list | None = None, denoise: float = 1.0, first_seed: int = 0) -> Run:
     diffusion = model.model.diffusion_model
     counter = ComputeCounter(diffusion)
-    prompts = fixture_prompts(clip, seeds)
+    prompts = fixture_prompts(clip, seeds, first_seed)
     grid = (latent_hw[0] // 2, latent_hw[1] // 2)
     shapes = {"fixture": (fixture_shape(pack, model, clip), grid, None)}
     for name in TARGET_MODELS:
         shapes[name] = (pack.ops.MODEL_SHAPES[name], pack.ops.token_grid(TARGET_RES, TARGET_RES), None)
-    run = Run(pack, model, counter, prompts, [], [], steps, latent_hw, sampler, scheduler, shapes, inputs, denoise)
+    run = Run(pack, model, counter, prompts, [], [], steps, latent_hw, sampler, scheduler, shapes, inputs, denoise,
+              first_seed)
     for seed in range(seeds):
         image, counts = sample_counted(run, model, seed)
         run.references.append(image)

@@ -60,12 +60,13 @@ def hires_inputs(model, prompts: list, args) -> list[torch.Tensor]:
     return out
 
 
-def img2img_inputs(seeds: int, size: int) -> list[torch.Tensor]:
-    """Per seed s: the codec's latent of held-out crop s // 7 of photograph s mod 7 (the caption's photograph)."""
+def img2img_inputs(seeds: int, size: int, first_seed: int = 0) -> list[torch.Tensor]:
+    """Per seed s: the codec's latent of held-out crop (s // 7) mod 4 of photograph s mod 7 (the caption's)."""
     pixels, _ = density_check.held_out_crops(size)
     per = density_check.CROPS_PER_PHOTO
     photos = len(photo_codec.PHOTOS)
-    return [photo_codec.encode(pixels[(s % photos) * per + (s // photos) % per][None]) for s in range(seeds)]
+    return [photo_codec.encode(pixels[(s % photos) * per + (s // photos) % per][None])
+            for s in range(first_seed, first_seed + seeds)]
 
 
 def out_name(args) -> str:

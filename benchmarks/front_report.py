@@ -189,7 +189,8 @@ def front_lines(verdict: list[dict]) -> list[str]:
     return out
 
 
-FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
+FAMILY_STYLE = {FEWER: ("#000000", "P", "fewer steps (unpatched, k of S steps)"),
+                "lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
                 "sdtm-preset": ("#d62728", "s", "SDTM presets"),
                 "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
                 "sdtm-tuned": ("#9467bd", "D", "SDTM light (searched)"),
@@ -202,13 +203,17 @@ FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"
 
 
 def draw_chart(results: dict[str, dict], png: Path) -> None:
-    """One panel per fixture: estimated SD3-medium speedup vs mean PSNR; each family's points and its
-    Pareto front as the curve."""
+    """One panel per front (three a row): estimated SD3-medium speedup vs mean PSNR; each family's points and
+    its Pareto front as the curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(7.5 * len(results), 5.5), dpi=100, squeeze=False)
-    for ax, (fixture, data) in zip(axes[0], results.items()):
+    cols = min(3, len(results))
+    rows_ = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(7.5 * cols, 5.5 * rows_), dpi=100, squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.set_visible(False)
+    for ax, (fixture, data) in zip(axes.flat, results.items()):
         rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
         for family, (color, marker, label) in FAMILY_STYLE.items():
             pts = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family]
@@ -222,8 +227,10 @@ def draw_chart(results: dict[str, dict], png: Path) -> None:
                             textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.axvline(TARGET_SPEEDUP, color="black", lw=0.6, ls="--")
         setup = data["setup"]
-        ax.set_title(f"{setup['fixture']} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
-                     f"{setup['scheduler']}, {setup['seeds']} seeds", fontsize=9)
+        what = f"{setup['pass']} pass d={setup['denoise']:g}, " if "pass" in setup else ""
+        ax.set_title(f"{what}{setup['fixture']} fixture ({setup['depth']} blocks, {setup['size_px']} px), "
+                     f"{setup['steps']} steps {setup['sampler']}/{setup['scheduler']}, {setup['seeds']} seeds",
+                     fontsize=9)
         ax.set_xlabel("estimated speedup, SD3-medium 1024x1024 (FLOP model of the counted tokens)")
         ax.set_ylabel("PSNR vs unpatched (dB, mean over seeds)")
         ax.grid(alpha=0.3)

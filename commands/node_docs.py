@@ -26,7 +26,8 @@ from pathlib import Path
 
 import tomllib
 
-from benchmarks.front_report import STACKS, best_stack, front_verdict
+from benchmarks import front_margins
+from benchmarks.front_report import FAMILY_STYLE, FEWER, best_stack, front_verdict
 from commands import node_docs_text as text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,6 +174,54 @@ def front_figures(fronts: dict[str, dict]) -> dict:
     return figures
 
 
+def advice_problems(facts: dict, regimes=None) -> list[str]:
+    """Each sentence of the advice section ("Which to use when") that ``facts`` (``front_margins.facts``)
+    contradict, one line each: a regime it speaks of has no front, an SDTM preset or the best stack is not behind
+    fewer steps at its speed, or LazyCache is not where the section puts it against fewer steps."""
+    problems = []
+    for regime in regimes or front_margins.REGIMES:
+        where = front_margins.REGIME_TEXT[regime]
+        if regime not in facts:
+            problems.append(f"no committed front measures fewer steps in the {where} regime: the advice speaks of it")
+            continue
+        f = facts[regime]
+        for kind in ("presets", "stacks"):
+            ahead = [(m, name, front) for m, name, front in f[kind] if m >= 0]
+            for m, name, front in ahead or ([(math.nan, f"the {kind}", "-")] if not f[kind] else []):
+                problems.append(f"{where}: {name} on front_{front}.json is not behind fewer steps at its speed "
+                                f"(margin {m:+.1f} dB, or no figure): the advice says fewer steps keeps more; "
+                                "revise it")
+    return problems + lazy_problems(facts, regimes)
+
+
+def advice_figures(fronts: dict[str, dict]) -> dict:
+    """The fields of the advice section from every committed front that measured fewer steps
+    (``benchmarks.front_margins``: name -> its JSON), per regime (base pass at 20-50 steps, 4-8 steps, a hires /
+    img2img pass); raises ClaimError on the first of :func:`advice_problems`."""
+    facts = front_margins.facts(fronts)
+    problems = advice_problems(facts)
+    if problems:
+        raise ClaimError(problems[0])
+    fields = {}
+    for regime in front_margins.REGIMES:
+        f = facts[regime]
+        gaps = [-m for m, _, _ in f["presets"]]
+        fields[f"{regime}_gap_min"], fields[f"{regime}_gap_max"] = f"{min(gaps):.1f}", f"{max(gaps):.1f}"
+        fields[f"{regime}_stack_gap"] = f"{min(-m for m, _, _ in f['stacks']):.1f}"
+        fields[f"{regime}_fronts"] = str(len(f["fronts"]))
+    fields.update(lazy_fields(facts))
+    return fields
+
+
+def lazy_problems(facts: dict, regimes=None) -> list[str]:
+    """What the advice says of LazyCache against fewer steps, checked."""
+    return []
+
+
+def lazy_fields(facts: dict) -> dict:
+    return {}
+
+
 def measured_text(verdict: dict, name: str, locale: str) -> str:
     """A preset's PSNR and speed on the front, and how far it is behind or ahead of LazyCache at that speed."""
     v = verdict.get(name)
@@ -189,31 +238,34 @@ def measured_text(verdict: dict, name: str, locale: str) -> str:
 
 
 def draw_front_chart(fronts: dict[str, dict], png: Path) -> None:
-    """Two small panels (64x64 and 32x32 tokens): LazyCache's sweep, the presets and the stacks."""
+    """The docs panel shows pictures about 284 px wide: one narrow column, a panel per density (64x64 and 32x32
+    tokens) with large type and four series: fewer steps, LazyCache's sweep, the presets and the best stack."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), dpi=90, sharey=True)
+    fig, axes = plt.subplots(len(fronts), 1, figsize=(3.2, 2.7 * len(fronts)), dpi=100, sharex=True)
     for ax, (density, data) in zip(axes, fronts.items()):
-        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
-        lazy = sorted((r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == "lazycache")
-        ax.plot(*zip(*lazy), "o-", color="#1f77b4", ms=3, lw=1.2, label="core LazyCache (threshold sweep)")
-        for r in rows:
-            if r["family"] == "sdtm-preset" and r["name"] != "preset turbo":
-                ax.plot(r["speedup_sd3-medium"], r["psnr_mean"], "s", color="#d62728", ms=5)
-                ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
-                            textcoords="offset points", xytext=(4, 3), fontsize=7)
-        stacks = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] in STACKS]
-        if stacks:
-            ax.plot(*zip(*stacks), "v", color="#8c564b", ms=5, ls="none", label="SDTM preset + LazyCache")
-        ax.plot([], [], "s", color="#d62728", ms=5, ls="none", label="SDTM presets")
-        ax.set_title(f"dense fixture, {density}x{density} image tokens", fontsize=8)
-        ax.set_xlabel("estimated speedup (SD3-medium, 1024x1024)", fontsize=7)
-        ax.tick_params(labelsize=7)
+        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"]) and r["speedup_sd3-medium"] <= 3.2]
+        for family, style, name in ((FEWER, "P-", "fewer steps"), ("lazycache", "o-", "LazyCache")):
+            points = sorted((r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family)
+            if points:
+                ax.plot(*zip(*points), style, color=FAMILY_STYLE[family][0], ms=4, lw=1.4, label=name)
+        presets = [r for r in rows if r["family"] == "sdtm-preset" and r["name"] != "preset turbo"]
+        ax.plot([r["speedup_sd3-medium"] for r in presets], [r["psnr_mean"] for r in presets], "s", color="#d62728",
+                ms=6, ls="none", label="SDTM presets")
+        for r in presets:
+            ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=8, color="#d62728")
+        best = best_stack({v["name"]: v for v in front_verdict(data["results"], at_least=1.0)})
+        if best is not None:
+            ax.plot(best["speedup"], best["psnr"], "v", color="#8c564b", ms=7, ls="none", label="best stack")
+        ax.set_title(f"{density}x{density} tokens", fontsize=10)
+        ax.set_ylabel("PSNR (dB)", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("PSNR vs without SDTM (dB)", fontsize=7)
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
+    axes[-1].set_xlabel("estimated speedup", fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper right", handletextpad=0.3, borderpad=0.3)
+    fig.tight_layout(pad=0.4)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, metadata={"Software": None})
     plt.close(fig)
