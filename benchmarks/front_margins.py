@@ -140,7 +140,7 @@ def facts(fronts: dict[str, dict]) -> dict:
         chosen = {n: d for n, d in fronts.items() if regime(d) == reg}
         if not chosen:
             continue
-        presets, stacks, lazy, ahead = [], [], [], []
+        presets, stacks, lazy, ahead, lazy_speed = [], [], [], [], 1.0
         for name, data in chosen.items():
             rows = data["results"]
             for r in rows:
@@ -153,10 +153,11 @@ def facts(fronts: dict[str, dict]) -> dict:
                 stacks.append((margin_or_bound(best["fewer"]), best["name"], name))
             lazy += [(e["fewer"]["margin"], e["speedup"], name) for e in lazy_vs_fewer(rows)
                      if e["fewer"]["margin"] is not None]
+            lazy_speed = max([lazy_speed] + [r[KEY] for r in rows if r["family"] == "lazycache"])
             ahead += [(margin_or_bound(e["fewer"]), e["name"], name) for e in settings_vs_fewer(rows)
                       if margin_or_bound(e["fewer"]) is not None and margin_or_bound(e["fewer"]) > 0]
         out[reg] = {"fronts": sorted(chosen), "presets": sorted(presets), "stacks": sorted(stacks),
-                    "lazy": sorted(lazy), "sdtm_ahead": sorted(ahead, reverse=True)}
+                    "lazy": sorted(lazy), "lazy_speed": lazy_speed, "sdtm_ahead": sorted(ahead, reverse=True)}
     return out
 
 

@@ -214,27 +214,72 @@ def advice_figures(fronts: dict[str, dict]) -> dict:
 
 
 def lazy_problems(facts: dict, regimes=None) -> list[str]:
-    """What the advice says of LazyCache against fewer steps, checked."""
-    return []
+    """The advice's sentences on LazyCache against fewer steps: at 20-50 steps each is ahead at some speed on some
+    front (they trade places); at 4-8 steps and in a pass LazyCache is nowhere ahead of fewer steps."""
+    problems = []
+    for regime in regimes or front_margins.REGIMES:
+        if regime not in facts:
+            continue
+        where, lazy = front_margins.REGIME_TEXT[regime], [m for m, _, _ in facts[regime]["lazy"]]
+        if regime == "base" and (not lazy or min(lazy) >= 0 or max(lazy) <= 0):
+            problems.append(f"{where}: LazyCache minus fewer steps at LazyCache's speeds is "
+                            f"{min(lazy, default=math.nan):+.1f} to {max(lazy, default=math.nan):+.1f} dB: the advice "
+                            "says each is ahead somewhere; revise it")
+        elif regime != "base" and lazy and max(lazy) > 0:
+            problems.append(f"{where}: LazyCache is {max(lazy):.1f} dB ahead of fewer steps at one of its speeds: "
+                            "the advice says it is nowhere ahead; revise it")
+    return problems
 
 
 def lazy_fields(facts: dict) -> dict:
-    return {}
+    base = [m for m, _, _ in facts["base"]["lazy"]]
+    fields = {"base_lazy_behind": f"{-min(base):.1f}", "base_lazy_ahead": f"{max(base):.1f}"}
+    for regime in ("few", "pass"):
+        fields[f"{regime}_lazy_speed"] = f"{facts[regime]['lazy_speed']:.2f}"
+    return fields
+
+
+def margin_text(v: dict, baseline: str, locale: str) -> str:
+    """How far a verdict entry is behind or ahead of a baseline ("lazy": LazyCache, "fewer": fewer steps) at its
+    speed: the margin, or the bound below the baseline's slowest point; empty where neither was measured."""
+    keys = ("margin_db", "margin_at_most_db") if baseline == "lazy" else ("margin_fewer_db", "margin_fewer_at_most_db")
+    margin, bound = v.get(keys[0]), v.get(keys[1])
+    if margin is None and bound is None:
+        return ""
+    side = "ahead" if (margin if margin is not None else bound) > 0 else "behind"
+    name = section(f"preset.{baseline}", locale)
+    if margin is not None:
+        return section("preset.margin", locale, margin=f"{abs(margin):.1f}", word=section(f"preset.{side}", locale),
+                       baseline=name)
+    return section(f"preset.bound_{side}", locale, margin=f"{abs(bound):.1f}", baseline=name)
 
 
 def measured_text(verdict: dict, name: str, locale: str) -> str:
-    """A preset's PSNR and speed on the front, and how far it is behind or ahead of LazyCache at that speed."""
+    """A preset's PSNR and speed on the front, and how far it is behind or ahead of fewer steps and of LazyCache
+    at that speed."""
     v = verdict.get(name)
     if v is None:
         return "-"
-    side = "ahead" if (v["margin_db"] if v["margin_db"] is not None else v["margin_at_most_db"]) > 0 else "behind"
-    if v["margin_db"] is not None:
-        margin = section("preset.margin", locale, margin=f"{abs(v['margin_db']):.1f}",
-                         word=section(f"preset.{side}", locale))
-    else:
-        margin = section(f"preset.bound_{side}", locale, margin=f"{abs(v['margin_at_most_db']):.1f}")
+    margins = [m for m in (margin_text(v, "fewer", locale), margin_text(v, "lazy", locale)) if m]
     return section("preset.measured_value", locale, psnr=f"{v['psnr']:.1f}", speed=f"{v['speedup']:.2f}",
-                   margin=margin)
+                   margin=section("preset.and", locale).join(margins))
+
+
+FEW_STEP_FRONTS = {"4": BENCH / "front_photo-4steps.json", "8": BENCH / "front_photo-8steps.json"}
+
+
+def turbo_text(locale: str) -> str:
+    """The turbo preset on the few-step fronts (photo fixture, 4 and 8 steps)."""
+    parts = []
+    for steps, path in FEW_STEP_FRONTS.items():
+        if not path.is_file():
+            raise ClaimError(f"{path.relative_to(REPO)} is missing: the turbo preset's line cites it")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        verdict = {v["name"]: v for v in front_verdict(data["results"], at_least=1.0)}
+        parts.append(section("preset.turbo_at", locale, steps=steps, sampler=data["setup"]["sampler"],
+                             scheduler=data["setup"]["scheduler"],
+                             measured=measured_text(verdict, "preset turbo", locale)))
+    return section("preset.turbo", locale, runs="; ".join(parts))
 
 
 def draw_front_chart(fronts: dict[str, dict], png: Path) -> None:
@@ -357,7 +402,7 @@ def presets_section(pack: Pack, figures: dict, locale: str) -> list[str]:
                   section("preset.settings", locale, settings=settings),
                   section("preset.flops", locale, steps=steps, flops=flops)]
         if name == "turbo":
-            lines.append(section("preset.turbo", locale))
+            lines.append(turbo_text(locale))
         else:
             lines.append(section("preset.measured", locale, at64=measured_text(figures["64"], f"preset {name}", locale),
                                  at32=measured_text(figures["32"], f"preset {name}", locale)))
@@ -378,8 +423,8 @@ def page(pack: Pack, node: str, locale: str, figures: dict, example: dict, versi
     lines += inputs_section(pack, node, locale)
     if node == "SDTM_Apply":
         lines += [""] + presets_section(pack, figures, locale)
-        lines += ["", f"## {section('lazycache.title', locale)}", "",
-                  section("lazycache.body", locale, **figures["fields"])]
+        lines += ["", f"## {section('advice.title', locale)}", "",
+                  section("advice.body", locale, **figures["fields"], **figures["advice"])]
         lines += ["", f"## {section('after.title', locale)}", "", section("after.body", locale)]
     elif node == "SDTM_ApplyAdvanced":
         defaults = pack.config_type()
@@ -418,6 +463,7 @@ def demo_example(pack: Pack) -> dict:
 def pages(pack: Pack) -> dict[Path, str]:
     """Every page: web/js/docs/<node id>/<locale>.md and the fallback <node id>.md."""
     figures = front_figures({d: load_front(d) for d in FRONTS})
+    figures["advice"] = advice_figures(front_margins.load_fronts(BENCH))
     example, version = demo_example(pack), pack_version()
     out = {}
     for node in NODE_IDS:
@@ -449,7 +495,7 @@ def check(pack: Pack) -> list[str]:
     try:
         expected = pages(pack)
     except ClaimError as e:
-        return [f"{e} (commands/node_docs_text.py SECTIONS['lazycache.body'])"]
+        return [f"{e} (commands/node_docs_text.py SECTIONS['advice.body'])"]
     for path, content in expected.items():
         if not path.is_file() or path.read_text(encoding="utf-8") != content:
             problems.append(f"{path.relative_to(REPO)} is not as written from the pack now: "
