@@ -161,11 +161,88 @@ def facts(fronts: dict[str, dict]) -> dict:
     return out
 
 
+README_FRONTS = ("photo", "deep", "dense", "photo-8steps", "photo-4steps", "pass-hires-d0.5-10steps",
+                 "pass-img2img-d0.5-10steps")
+README_SPEEDS = (1.5, 2.0, 2.5)  # the fewer-steps and LazyCache points nearest these speeds
+
+
+def nearest(rows: list[dict], family: str, speeds=README_SPEEDS) -> list[dict]:
+    points = [r for r in rows if r["family"] == family and r[KEY] > 1.001 and math.isfinite(r["psnr_mean"])]
+    out = []
+    for speed in speeds:
+        if points:
+            best = min(points, key=lambda r: abs(r[KEY] - speed))
+            if best not in out:
+                out.append(best)
+    return out
+
+
+def readme_table(fronts: dict[str, dict], names=README_FRONTS) -> str:
+    """The README's table: per front (a row), fewer steps and LazyCache near 1.5x / 2x / 2.5x, and the quality,
+    balanced and fast presets with their margin against fewer steps at their speed."""
+    lines = ["| front | fewer steps: k of S, est. speedup, PSNR | core LazyCache: threshold, est. speedup, PSNR | "
+             "SDTM quality / balanced / fast: est. speedup, PSNR (vs fewer steps) |", "|---|---|---|---|"]
+    for name in names:
+        if name not in fronts:
+            continue
+        rows = fronts[name]["results"]
+        fewer = "; ".join(f"{r['params']['steps']} of {r['params']['of']}: {r[KEY]:.2f}x, {r['psnr_mean']:.1f} dB"
+                          for r in nearest(rows, FEWER))
+        lazy = "; ".join(f"{r['name'].split()[-1]}: {r[KEY]:.2f}x, {r['psnr_mean']:.1f} dB"
+                         for r in nearest(rows, "lazycache")) or "skips nothing"
+        presets = " / ".join(f"{e['speedup']:.2f}x {e['psnr']:.1f} dB ({cell(e['fewer'])})"
+                             for e in (vs(rows, r) for n in ("quality", "balanced", "fast") for r in rows
+                                       if r["name"] == f"preset {n}"))
+        lines.append(f"| {label(fronts[name])} | {fewer} | {lazy} | {presets} |")
+    return "\n".join(lines)
+
+
+def search_text(fronts: dict[str, dict]) -> str:
+    found = winners(fronts)
+    lines = [f"- {e['front']}: {e['name']} {e['speedup']:.2f}x {e['psnr']:.2f} dB, {cell(e['fewer'])}" for e in found]
+    if not found:
+        lines = [f"None on any front. The closest at >= {WIN_SPEED:g}x, per front:"]
+        lines += [f"- {name}: {e['name']}, {e['speedup']:.2f}x, {e['psnr']:.2f} dB, {cell(e['fewer'])} against fewer "
+                  "steps" for name, e in closest(fronts).items()]
+    return "\n".join(lines)
+
+
+TABLES = {"readme": readme_table, "baselines": baselines_table, "margins": margins_table, "search": search_text}
+DOCS = (Path(__file__).resolve().parents[1] / "README.md",
+        Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md")
+
+
+def write_docs(fronts: dict[str, dict], files=DOCS) -> list[Path]:
+    """Replace what lies between each ``<!-- front_margins:NAME -->`` and ``<!-- /front_margins:NAME -->`` in the
+    docs with TABLES[NAME] made from the committed fronts."""
+    written = []
+    for path in files:
+        content = original = path.read_text(encoding="utf-8")
+        for name, make in TABLES.items():
+            start, end, at = f"<!-- front_margins:{name} -->", f"<!-- /front_margins:{name} -->", 0
+            while (i := content.find(start, at)) != -1:
+                j = content.index(end, i)
+                block = f"{start}\n\n{make(fronts)}\n\n"
+                content = content[:i] + block + content[j:]
+                at = i + len(block) + len(end)
+        if content != original:
+            path.write_text(content, encoding="utf-8")
+            written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--folder", type=Path, default=JSON_DIR)
+    parser.add_argument("--write-docs", action="store_true",
+                        help="rewrite the <!-- front_margins:NAME --> blocks of README.md and docs/BENCHMARKS.md")
     args = parser.parse_args(argv)
     fronts = load_fronts(args.folder)
+    if args.write_docs:
+        for path in write_docs(fronts):
+            print(f"wrote {path}")
+        return
+    print("## What the fixtures show (README)\n\n" + readme_table(fronts) + "\n")
     print("## Fewer steps and LazyCache\n\n" + baselines_table(fronts) + "\n")
     print("## Every preset and the best stack against fewer steps and LazyCache\n\n" + margins_table(fronts) + "\n")
     found = winners(fronts)
