@@ -207,7 +207,21 @@ def search_text(fronts: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-TABLES = {"readme": readme_table, "baselines": baselines_table, "margins": margins_table, "search": search_text}
+ADVICE_CHECK = JSON_DIR / "advice_check.json"
+
+
+def advice_check_text(fronts: dict[str, dict]) -> str:
+    """The held-out check's run (``benchmarks.advice_check``, its committed JSON): its margins and verdicts."""
+    if not ADVICE_CHECK.is_file():
+        return "(not run yet: python -m benchmarks.advice_check)"
+    check = json.loads(ADVICE_CHECK.read_text(encoding="utf-8"))
+    lines = [f"`{check['command']}`:", "", baselines_table(check["fronts"]), "", margins_table(check["fronts"]), ""]
+    lines += [f"- {regime}: {line}" for regime, verdict in check["verdicts"].items() for line in verdict]
+    return "\n".join(lines)
+
+
+TABLES = {"readme": readme_table, "baselines": baselines_table, "margins": margins_table, "search": search_text,
+          "advice_check": advice_check_text}
 DOCS = (Path(__file__).resolve().parents[1] / "README.md",
         Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md")
 

@@ -186,11 +186,12 @@ def advice_problems(facts: dict, regimes=None) -> list[str]:
             continue
         f = facts[regime]
         for kind in ("presets", "stacks"):
-            ahead = [(m, name, front) for m, name, front in f[kind] if m >= 0]
-            for m, name, front in ahead or ([(math.nan, f"the {kind}", "-")] if not f[kind] else []):
-                problems.append(f"{where}: {name} on front_{front}.json is not behind fewer steps at its speed "
-                                f"(margin {m:+.1f} dB, or no figure): the advice says fewer steps keeps more; "
-                                "revise it")
+            if not f[kind]:
+                problems.append(f"{where}: no front sets {kind} against fewer steps: the advice speaks of them")
+            for m, name, front in f[kind]:
+                if m >= 0:
+                    problems.append(f"{where}: {name} on front_{front}.json is not behind fewer steps at its speed "
+                                    f"(margin {m:+.1f} dB): the advice says fewer steps keeps more; revise it")
     return problems + lazy_problems(facts, regimes)
 
 
@@ -279,7 +280,7 @@ def turbo_text(locale: str) -> str:
         parts.append(section("preset.turbo_at", locale, steps=steps, sampler=data["setup"]["sampler"],
                              scheduler=data["setup"]["scheduler"],
                              measured=measured_text(verdict, "preset turbo", locale)))
-    return section("preset.turbo", locale, runs="; ".join(parts))
+    return section("preset.turbo", locale, runs=section("preset.runs_sep", locale).join(parts))
 
 
 def draw_front_chart(fronts: dict[str, dict], png: Path) -> None:

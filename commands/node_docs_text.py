@@ -146,6 +146,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "preset.measured_value": {"en": "{psnr} dB at {speed}x, {margin}", "zh": "{speed}x 时 {psnr} dB，{margin}"},
     "preset.margin": {"en": "{margin} dB {word} {baseline} at that speed", "zh": "{word}同速度的{baseline} {margin} dB"},
     "preset.and": {"en": " and ", "zh": "，"},
+    "preset.runs_sep": {"en": "; ", "zh": "；"},
     "preset.lazy": {"en": "LazyCache", "zh": " LazyCache"},
     "preset.fewer": {"en": "fewer steps", "zh": "减少步数"},
     "preset.behind": {"en": "behind", "zh": "落后"},
@@ -180,7 +181,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "advice.title": {"en": "Which to use when (on the fixtures)", "zh": "何时用哪一个（测试模型上的结果）"},
     "advice.body": {
         "en": "On the pack's fixtures SDTM kept less of the image than simply running fewer steps, in every regime "
-              "measured; it is here to compare with the paper and to be measured on your own model.\n"
+              "measured; it is here to compare with the paper and to be measured on your own model.\n\n"
               "- **20-50 steps** (a base pass): lower the step count, or use core **LazyCache**. On {base_fronts} "
               "fixture fronts fewer steps kept more of the image than every preset at the same compute, by at least "
               "{base_gap_min} dB (up to {base_gap_max} dB). LazyCache and fewer steps trade places: from "
@@ -200,7 +201,7 @@ SECTIONS: dict[str, dict[str, str]] = {
               "`python -m commands.evaluate front --checkpoint FILE` measures this comparison on your model and "
               "GPU. Core EasyCache skips nothing on SD3.",
         "zh": "在本节点包的测试模型上，无论哪种用法，SDTM 保留的图像都不如直接减少步数；它用于与论文对比，以及在你自己的"
-              "模型上测量。\n"
+              "模型上测量。\n\n"
               "- **20-50 步**（基础采样）：减少步数，或使用 ComfyUI 自带的 **LazyCache**。在 {base_fronts} 个测试模型的对比中，"
               "相同计算量下减少步数比每个预设都保留了更多图像，至少多 {base_gap_min} dB（最多 {base_gap_max} dB）。"
               "LazyCache 与减少步数互有胜负：在 LazyCache 的各个速度下，从落后减少步数 {base_lazy_behind} dB 到领先 "
