@@ -136,11 +136,11 @@ def pass_run(pack, args) -> dict:
                 if s.family != "stack lazy->sdtm"]
     unpatched = settings.pop(0)
     keep(done.get(unpatched.name) or summary(measure_setting(run, unpatched), run))
+    fewer = fewer_settings(args.steps, FEWER_STEPS.get(args.steps)) if "fewer" in groups else []
+    for setting in fewer + settings:  # each row is saved as it lands; LazyCache last
+        keep(done.get(setting.name) or summary(measure_setting(run, setting), run))
     if "lazy" in groups:
         run_lazy_sweep(run, keep, done, LAZY_THRESHOLDS)
-    fewer = fewer_settings(args.steps, FEWER_STEPS.get(args.steps)) if "fewer" in groups else []
-    for setting in fewer + settings:
-        keep(done.get(setting.name) or summary(measure_setting(run, setting), run))
     run.counter.close()
     return save()
 
