@@ -132,8 +132,9 @@ def pass_run(pack, args) -> dict:
     run = prepare_run(pack, model, clip, args.seeds, args.steps, latent_hw, args.sampler, args.scheduler,
                       inputs=inputs, denoise=args.denoise)
     # one order of each stack: on the 30-step fronts both orders gave the same images
+    wanted = set(filter(None, args.only.split(";")))
     settings = [s for s in build_settings(pack, depth, {"baseline"} | groups, args.steps)
-                if s.family != "stack lazy->sdtm"]
+                if s.family != "stack lazy->sdtm" and (not wanted or s.name in wanted | {"unpatched"})]
     unpatched = settings.pop(0)
     keep(done.get(unpatched.name) or summary(measure_setting(run, unpatched), run))
     fewer = fewer_settings(args.steps, FEWER_STEPS.get(args.steps)) if "fewer" in groups else []
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--upscale-method", default="nearest-exact", help="hires: LatentUpscaleBy's upscale_method")
     parser.add_argument("--size", type=int, default=256, help="img2img: the held-out crop's side in pixels")
     parser.add_argument("--groups", default=",".join(GROUPS), help=f"comma separated, of {', '.join(GROUPS)}")
+    parser.add_argument("--only", default="", help="of the presets and stacks, only these (names, ';' separated)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="keep the settings the JSON holds for the same setup")
     parser.add_argument("--rerun", default="", help="with --resume: measure these settings again (';' separated)")
