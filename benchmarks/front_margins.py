@@ -140,7 +140,7 @@ def facts(fronts: dict[str, dict]) -> dict:
         chosen = {n: d for n, d in fronts.items() if regime(d) == reg}
         if not chosen:
             continue
-        presets, stacks, lazy, ahead, lazy_speed = [], [], [], [], 1.0
+        presets, stacks, lazy, ahead, lazy_speed, bounds = [], [], [], [], 1.0, set()
         for name, data in chosen.items():
             rows = data["results"]
             for r in rows:
@@ -148,15 +148,19 @@ def facts(fronts: dict[str, dict]) -> dict:
                     e = vs(rows, r)
                     if margin_or_bound(e["fewer"]) is not None:
                         presets.append((margin_or_bound(e["fewer"]), e["name"], name))
+                        if e["fewer"]["margin"] is None:
+                            bounds.add((e["name"], name))
             best = best_stack(rows)
             if best is not None:
                 stacks.append((margin_or_bound(best["fewer"]), best["name"], name))
+                if best["fewer"]["margin"] is None:
+                    bounds.add((best["name"], name))
             lazy += [(e["fewer"]["margin"], e["speedup"], name) for e in lazy_vs_fewer(rows)
                      if e["fewer"]["margin"] is not None]
             lazy_speed = max([lazy_speed] + [r[KEY] for r in rows if r["family"] == "lazycache"])
             ahead += [(margin_or_bound(e["fewer"]), e["name"], name) for e in settings_vs_fewer(rows)
                       if margin_or_bound(e["fewer"]) is not None and margin_or_bound(e["fewer"]) > 0]
-        out[reg] = {"fronts": sorted(chosen), "presets": sorted(presets), "stacks": sorted(stacks),
+        out[reg] = {"fronts": sorted(chosen), "presets": sorted(presets), "stacks": sorted(stacks), "bounds": bounds,
                     "lazy": sorted(lazy), "lazy_speed": lazy_speed, "sdtm_ahead": sorted(ahead, reverse=True)}
     return out
 
@@ -216,7 +220,10 @@ def advice_check_text(fronts: dict[str, dict]) -> str:
         return "(not run yet: python -m benchmarks.advice_check)"
     check = json.loads(ADVICE_CHECK.read_text(encoding="utf-8"))
     lines = [f"`{check['command']}`:", "", baselines_table(check["fronts"]), "", margins_table(check["fronts"]), ""]
-    lines += [f"- {regime}: {line}" for regime, verdict in check["verdicts"].items() for line in verdict]
+    from commands.node_docs import advice_problems  # the advice's own check, on the held-out run
+    found = facts(check["fronts"])
+    for regime in found:
+        lines += [f"- {regime}: {line}" for line in advice_problems(found, [regime]) or ["agrees with the advice"]]
     return "\n".join(lines)
 
 

@@ -190,8 +190,9 @@ def advice_problems(facts: dict, regimes=None) -> list[str]:
                 problems.append(f"{where}: no front sets {kind} against fewer steps: the advice speaks of them")
             for m, name, front in f[kind]:
                 if m >= 0:
+                    figure = "at most " if (name, front) in f["bounds"] else ""
                     problems.append(f"{where}: {name} on front_{front}.json is not behind fewer steps at its speed "
-                                    f"(margin {m:+.1f} dB): the advice says fewer steps keeps more; revise it")
+                                    f"(margin {figure}{m:+.1f} dB): the advice says fewer steps keeps more; revise it")
     return problems + lazy_problems(facts, regimes)
 
 
@@ -211,7 +212,25 @@ def advice_figures(fronts: dict[str, dict]) -> dict:
         fields[f"{regime}_stack_gap"] = f"{min(-m for m, _, _ in f['stacks']):.1f}"
         fields[f"{regime}_fronts"] = str(len(f["fronts"]))
     fields.update(lazy_fields(facts))
+    fields.update(heldout_fields())
     return fields
+
+
+ADVICE_CHECK = BENCH / "advice_check.json"
+
+
+def heldout_fields() -> dict:
+    """The regimes where the held-out run (``benchmarks.advice_check``, its committed JSON) contradicts the advice,
+    in each locale."""
+    if not ADVICE_CHECK.is_file():
+        raise ClaimError(f"{ADVICE_CHECK.relative_to(REPO)} is missing: the advice cites the held-out check; run "
+                         "python -m benchmarks.advice_check")
+    check = json.loads(ADVICE_CHECK.read_text(encoding="utf-8"))
+    found = front_margins.facts(check["fronts"])
+    against = [regime for regime in front_margins.REGIMES if regime in found and advice_problems(found, [regime])]
+    return {f"heldout_{locale}": section("advice.list_sep", locale).join(
+        section(f"advice.regime_{regime}", locale) for regime in against) or section("advice.none", locale)
+        for locale in LOCALES}
 
 
 def lazy_problems(facts: dict, regimes=None) -> list[str]:

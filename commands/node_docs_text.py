@@ -180,8 +180,8 @@ SECTIONS: dict[str, dict[str, str]] = {
 
     "advice.title": {"en": "Which to use when (on the fixtures)", "zh": "何时用哪一个（测试模型上的结果）"},
     "advice.body": {
-        "en": "On the pack's fixtures SDTM kept less of the image than simply running fewer steps, in every regime "
-              "measured; it is here to compare with the paper and to be measured on your own model.\n\n"
+        "en": "On the pack's committed fixture fronts SDTM kept less of the image than simply running fewer steps, "
+              "in every regime; it is here to compare with the paper and to be measured on your own model.\n\n"
               "- **20-50 steps** (a base pass): lower the step count, or use core **LazyCache**. On {base_fronts} "
               "fixture fronts fewer steps kept more of the image than every preset at the same compute, by at least "
               "{base_gap_min} dB (up to {base_gap_max} dB). LazyCache and fewer steps trade places: from "
@@ -197,10 +197,13 @@ SECTIONS: dict[str, dict[str, str]] = {
               "- **Stacked**: SDTM with LazyCache, in either order, stayed at least {base_stack_gap} dB behind fewer "
               "steps at 20-50 steps; the best stack, {best_stack_64}, was {best_stack_gap_64} dB behind LazyCache "
               "alone at 64x64 tokens.\n"
+              "- A **held-out check** (`python -m benchmarks.advice_check`: sampler uni_pc / simple, other seeds, "
+              "img2img at denoise 0.65) disagreed with this advice for: {heldout_en}; its figures are in "
+              "docs/BENCHMARKS.md. With other samplers the order is not settled.\n"
               "- The fixtures are small models (3 and 8 blocks) on a CPU; SD3's own weights may behave otherwise. "
               "`python -m commands.evaluate front --checkpoint FILE` measures this comparison on your model and "
               "GPU. Core EasyCache skips nothing on SD3.",
-        "zh": "在本节点包的测试模型上，无论哪种用法，SDTM 保留的图像都不如直接减少步数；它用于与论文对比，以及在你自己的"
+        "zh": "在本节点包已提交的测试模型对比中，无论哪种用法，SDTM 保留的图像都不如直接减少步数；它用于与论文对比，以及在你自己的"
               "模型上测量。\n\n"
               "- **20-50 步**（基础采样）：减少步数，或使用 ComfyUI 自带的 **LazyCache**。在 {base_fronts} 个测试模型的对比中，"
               "相同计算量下减少步数比每个预设都保留了更多图像，至少多 {base_gap_min} dB（最多 {base_gap_max} dB）。"
@@ -214,9 +217,17 @@ SECTIONS: dict[str, dict[str, str]] = {
               "都不领先减少步数。\n"
               "- **组合使用**：SDTM 与 LazyCache 组合（顺序不限）在 20-50 步时仍落后减少步数至少 {base_stack_gap} dB；"
               "最好的组合 {best_stack_64} 在 64x64 token 时比单用 LazyCache 差 {best_stack_gap_64} dB。\n"
+              "- **留出检验**（`python -m benchmarks.advice_check`：采样器 uni_pc / simple、其他种子、denoise 0.65 的图生图）"
+              "在以下情形与本建议不一致：{heldout_zh}；数据见 docs/BENCHMARKS.md。换用其他采样器时，孰优孰劣尚无定论。\n"
               "- 测试模型是在 CPU 上运行的小模型（3 个和 8 个块）；SD3 的真实权重可能表现不同。"
               "`python -m commands.evaluate front --checkpoint FILE` 会在你的模型和 GPU 上测量同样的对比。"
               "ComfyUI 自带的 EasyCache 在 SD3 上不跳过任何步。"},
+
+    "advice.regime_base": {"en": "20-50 steps", "zh": "20-50 步"},
+    "advice.regime_few": {"en": "4-8 steps", "zh": "4-8 步"},
+    "advice.regime_pass": {"en": "a hires / img2img pass", "zh": "高清修复 / 图生图阶段"},
+    "advice.list_sep": {"en": ", ", "zh": "、"},
+    "advice.none": {"en": "none", "zh": "无"},
 
     "after.title": {"en": "After the run", "zh": "运行之后"},
     "after.body": {
