@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, fixture_shape
+from benchmarks.front_fewer import fewer_settings, merged_rows
 from benchmarks.front_report import (
     analysis_table,
     density_table,
@@ -57,7 +58,7 @@ TARGET_RES = 1024
 STEPS, SEEDS = 30, 8
 LAZY_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)  # run until past 3x
 LAZY_STOP = 3.0
-GROUPS = ("baseline", "lazy", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned", "ideas")
+GROUPS = ("baseline", "lazy", "fewer", "easy", "tome", "presets", "sweeps", "analysis", "stacks", "tuned", "ideas")
 SPEED_SETTINGS = ("LazyCache 0.1", "LazyCache 0.2", "preset quality", "preset balanced", "preset fast",
                   "balanced -> LazyCache 0.2", "late detail r=0.3 -> LazyCache 0.1")
 VARIANTS = ("euler/sgm_uniform/20", "euler/sgm_uniform/50", "dpmpp_2m/karras/30")
@@ -161,31 +162,42 @@ class Run:
     sampler: str
     scheduler: str
     shapes: dict  # name -> (MMDiTShape, grid, text tokens or None)
+    inputs: list | None = None  # per seed: the latent a pass starts from (img2img / hires), None from noise
+    denoise: float = 1.0
+    first_seed: int = 0  # entry i of prompts / references is seed first_seed + i
 
     @property
     def tokens(self) -> int:
         return (self.latent_hw[0] // 2) * (self.latent_hw[1] // 2)
 
 
-def sample_counted(run: Run, model, seed: int) -> tuple[torch.Tensor, dict]:
+def sample_counted(run: Run, model, seed: int, steps: int | None = None) -> tuple[torch.Tensor, dict]:
     positive, negative = run.prompts[seed]
     run.counter.reset()
-    latent = sample_fixture(model, seed, positive, negative, run.steps, run.latent_hw, sampler=run.sampler,
-                            scheduler=run.scheduler)
+    latent = sample_fixture(model, run.first_seed + seed, positive, negative, steps or run.steps, run.latent_hw,
+                            sampler=run.sampler, scheduler=run.scheduler,
+                            latent=None if run.inputs is None else run.inputs[seed], denoise=run.denoise)
     return photo_codec.decode(latent), run.counter.snapshot()
 
 
-def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: str, scheduler: str) -> Run:
+def fixture_prompts(clip, seeds: int, first_seed: int = 0) -> list:
+    """(positive, negative) conditioning per seed: seed s prompts the caption of photograph s mod 7."""
+    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
+    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(first_seed, first_seed + seeds)]
+    return [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
+
+
+def prepare_run(pack, model, clip, seeds: int, steps: int, latent_hw, sampler: str, scheduler: str,
+                inputs: list | None = None, denoise: float = 1.0, first_seed: int = 0) -> Run:
     diffusion = model.model.diffusion_model
     counter = ComputeCounter(diffusion)
-    negative = photo_codec.prompt_conditioning(clip, photo_codec.UNCONDITIONAL_PROMPT)
-    captions = [photo_codec.PHOTOS[s % len(photo_codec.PHOTOS)].caption for s in range(seeds)]
-    prompts = [(photo_codec.prompt_conditioning(clip, caption), negative) for caption in captions]
+    prompts = fixture_prompts(clip, seeds, first_seed)
     grid = (latent_hw[0] // 2, latent_hw[1] // 2)
     shapes = {"fixture": (fixture_shape(pack, model, clip), grid, None)}
     for name in TARGET_MODELS:
         shapes[name] = (pack.ops.MODEL_SHAPES[name], pack.ops.token_grid(TARGET_RES, TARGET_RES), None)
-    run = Run(pack, model, counter, prompts, [], [], steps, latent_hw, sampler, scheduler, shapes)
+    run = Run(pack, model, counter, prompts, [], [], steps, latent_hw, sampler, scheduler, shapes, inputs, denoise,
+              first_seed)
     for seed in range(seeds):
         image, counts = sample_counted(run, model, seed)
         run.references.append(image)
@@ -199,7 +211,7 @@ def measure_setting(run: Run, setting: Setting) -> Setting:
     patched = setting.model = setting.build(run.model)
     depth = run.counter.depth
     for seed, reference in enumerate(run.references):
-        image, counts = sample_counted(run, patched, seed)
+        image, counts = sample_counted(run, patched, seed, setting.steps)
         entry = {"seed": seed, "psnr": float(psnr(image, reference)[0]), "ssim": float(ssim(image, reference)[0]),
                  **token_totals(counts, run.tokens),
                  "reference_model_calls": run.reference_counts[seed]["calls"]}
@@ -324,7 +336,8 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
     data = {"setup": {"fixture": name, "file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
                       "sha256": photo_codec.file_digest(path),
                       "depth": depth, "hidden": model.model.diffusion_model.hidden_size, "steps": args.steps,
-                      "seeds": args.seeds, "size_px": size, "cfg": CFG, "sampler": SAMPLER, "scheduler": SCHEDULER,
+                      "seeds": args.seeds, "size_px": size, "cfg": CFG, "sampler": args.sampler,
+                      "scheduler": args.scheduler,
                       "target_res": TARGET_RES, "threads": args.threads, "torch": torch.__version__,
                       "machine": platform.processor() or platform.machine(), "groups": sorted(groups),
                       "command": "python -m benchmarks.bench_front " + " ".join(args.argv)},
@@ -337,19 +350,38 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
               f"attn {100 * row['attn_tokens_vs_unpatched']:.0f}% mlp {100 * row['mlp_tokens_vs_unpatched']:.0f}%",
               flush=True)
 
-    def save() -> None:
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        data["seconds"] = round(time.perf_counter() - started, 1)
-        out_json.write_text(json.dumps(data, indent=1))
-
-    done = {}
+    done, previous = {}, {}
     if args.resume and out_json.is_file():  # keep the rows of an earlier run of the same setup
         previous = json.loads(out_json.read_text())
         same = ("fixture", "sha256", "steps", "seeds", "size_px", "cfg", "sampler", "scheduler", "depth", "hidden")
-        if all(previous["setup"].get(k) == data["setup"][k] for k in same):
+        unrecorded = [k for k in same if k not in previous["setup"]]  # older runs did not record the digest
+        if unrecorded:
+            print(f"  {out_json.name} does not record {', '.join(unrecorded)}: not compared", flush=True)
+        if all(previous["setup"][k] == data["setup"][k] for k in same if k not in unrecorded):
             done = {r["name"]: r for r in previous["results"]}
+            for again in filter(None, args.rerun.split(";")):
+                if done.pop(again, None) is None:
+                    print(f"  --rerun: {again!r} is not in {out_json}; it runs if its group does", flush=True)
             print(f"  resuming: {len(done)} settings already measured in {out_json}", flush=True)
-    run = prepare_run(pack, model, clip, args.seeds, args.steps, latent_hw, SAMPLER, SCHEDULER)
+        else:
+            print(f"  not resuming: {out_json} holds another setup", flush=True)
+            previous = {}
+
+    def merged() -> dict:
+        """This run's data; resumed, the previous JSON with this run's rows merged in (benchmarks.front_fewer)."""
+        data["seconds"] = round(time.perf_counter() - started, 1)
+        if not previous:
+            return data
+        setup = {**previous["setup"], "resumed": previous["setup"].get("resumed", []) + [
+            {k: data["setup"][k] for k in ("command", "groups", "threads", "torch")}]}
+        return {**previous, **data, "setup": setup, "results": merged_rows(previous["results"], data["results"]),
+                "seconds": round(previous.get("seconds", 0) + data["seconds"], 1)}
+
+    def save() -> None:
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(merged(), indent=1))
+
+    run = prepare_run(pack, model, clip, args.seeds, args.steps, latent_hw, args.sampler, args.scheduler)
     settings = build_settings(pack, depth, groups, args.steps)
     if args.only:
         settings = [s for s in settings if s.name == "unpatched" or s.name in args.only.split(";")]
@@ -365,12 +397,18 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
             data["results"].append(row)
             save()
         run_lazy_sweep(run, keep, done, thresholds)
+    settings = (fewer_settings(args.steps) if "fewer" in groups else []) + settings
+    rerun = set(filter(None, args.rerun.split(";"))) - {s.name for s in settings}
+    if rerun:  # named settings of groups not run now: measured again in place
+        lazy = [Setting(f"LazyCache {t}", "lazycache", {"lazycache": t}, lazycache(t)) for t in LAZY_THRESHOLDS]
+        every = build_settings(pack, depth, set(GROUPS), args.steps) + fewer_settings(args.steps) + lazy
+        settings += [s for s in every if s.name in rerun]
     for setting in settings:
         data["results"].append(done.get(setting.name) or summary(measure_setting(run, setting), run))
         log(data["results"][-1])
         save()
     run.counter.close()
-    data["front"] = front_verdict(data["results"], at_least=1.0)
+    data["front"] = front_verdict(merged()["results"], at_least=1.0)
     if args.variants:
         named = {s.name: s for s in build_settings(pack, depth, groups, args.steps)
                  if s.name in args.variant_settings.split(",")}
@@ -387,7 +425,7 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
                          "rows": measure_speed(pack, chosen, args.speed_res, args.speed_depth, args.speed_steps,
                                                args.speed_repeat)}
     save()
-    return data
+    return merged()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -414,7 +452,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", default="", help="run only these settings (names, ';' separated)")
     parser.add_argument("--lazy-thresholds", default="", help="LazyCache thresholds (default: the sweep to 3x)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep the settings front_<fixture>.json already holds for the same setup")
+                        help="keep the settings front_<fixture>.json already holds for the same setup (and its rows "
+                             "of groups not run now)")
+    parser.add_argument("--rerun", default="", help="with --resume: measure these settings again (names, ';' "
+                                                    "separated), e.g. 'preset reference;reference -> LazyCache 0.1'")
+    parser.add_argument("--sampler", default=SAMPLER)
+    parser.add_argument("--scheduler", default=SCHEDULER)
     parser.add_argument("--out", type=Path, default=JSON_DIR, help="folder of front_<fixture>.json")
     parser.add_argument("--chart", type=Path, default=IMAGES / "front.png")
     parser.add_argument("--suffix", default="", help="JSON file name suffix: front_<fixture><suffix>.json")

@@ -20,18 +20,49 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
+FEWER = "fewer-steps"  # benchmarks.front_fewer.FAMILY
+BASELINE_FAMILIES = ("unpatched", "lazycache", FEWER, "easycache", "analysis")
+
+
+def baseline_points(rows: list[dict], family: str, model: str = "sd3-medium") -> list[tuple[float, float]]:
+    """(estimated speedup, mean PSNR) of a baseline's measured settings with a finite PSNR."""
+    key = f"speedup_{model}"
+    return sorted((r[key], r["psnr_mean"]) for r in rows if r["family"] == family and math.isfinite(r["psnr_mean"]))
+
+
+def against(points: list[tuple[float, float]], speed: float, psnr: float) -> dict:
+    """A setting (speed, PSNR) against a baseline's points: the baseline's PSNR at that speed, interpolated
+    linearly in the estimated speedup between its two neighbouring measured points, and the margin (this PSNR
+    minus that). Slower than the baseline's slowest point, the baseline keeps at least that point's PSNR (more
+    steps, or a lower threshold, changes the image less): the margin is then an upper bound (``at_most``).
+    Faster than its fastest point: no figure (``outside``)."""
+    at = interpolate(points, speed)
+    if at is not None:
+        return {"psnr": at, "margin": psnr - at, "at_most": None}
+    if points and speed < points[0][0]:
+        return {"psnr": None, "margin": None, "at_most": psnr - points[0][1]}
+    return {"psnr": None, "margin": None, "at_most": None}
+
+
+def margin_or_bound(entry: dict) -> float | None:
+    """The measured margin, else the bound (a setting below every point of the baseline), else None."""
+    return entry["margin"] if entry["margin"] is not None else entry["at_most"]
+
+
 def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float = TARGET_SPEEDUP) -> list[dict]:
     """Each pack setting at an estimated speedup >= ``at_least``: its PSNR minus LazyCache's at the same
     estimated speedup (interpolated along the sweep's measured points with a finite PSNR), and LazyCache's
     speedup at the same PSNR. Below the sweep's slowest finite point (LazyCache at its lowest thresholds
     skips nothing and matches unpatched exactly), LazyCache keeps at least that point's PSNR: the margin is
-    then an upper bound (``margin_at_most_db``)."""
+    then an upper bound (``margin_at_most_db``). The same against fewer steps (``fewer_*``: the unpatched model
+    at k of S steps, :func:`against`) where the front measured it."""
     key = f"speedup_{model}"
     lazy = [(r[key], r["psnr_mean"]) for r in rows if r["family"] == "lazycache" and math.isfinite(r["psnr_mean"])]
+    fewer = baseline_points(rows, FEWER, model)
     by_psnr = [(p, x) for x, p in lazy]
     out = []
     for r in rows:
-        if r["family"] in ("unpatched", "lazycache", "easycache", "analysis") or r[key] < at_least:
+        if r["family"] in BASELINE_FAMILIES or r[key] < at_least:
             continue
         lazy_psnr = interpolate(lazy, r[key])
         slowest = min(lazy) if lazy else None  # LazyCache's slowest skipping point (speed, PSNR)
@@ -42,6 +73,10 @@ def front_verdict(rows: list[dict], model: str = "sd3-medium", at_least: float =
                     "margin_at_most_db": None if bound is None else r["psnr_mean"] - bound,
                     "lazycache_speedup_at_psnr": interpolate(by_psnr, r["psnr_mean"]),
                     "dominated": None if lazy_psnr is None else r["psnr_mean"] <= lazy_psnr})
+        if fewer:
+            vs = against(fewer, r[key], r["psnr_mean"])
+            out[-1].update({"fewer_psnr_at_speedup": vs["psnr"], "margin_fewer_db": vs["margin"],
+                            "margin_fewer_at_most_db": vs["at_most"]})
     return sorted(out, key=lambda v: -(v["margin_db"] if v["margin_db"] is not None else -1e9))
 
 
@@ -146,11 +181,16 @@ def front_lines(verdict: list[dict]) -> list[str]:
             lazy = f"below the sweep's slowest finite point: margin at most {v['margin_at_most_db']:+.2f} dB"
         else:
             lazy = "outside the sweep"
+        if v.get("margin_fewer_db") is not None:
+            lazy += f"; fewer steps {v['fewer_psnr_at_speedup']:.2f} dB there, margin {v['margin_fewer_db']:+.2f} dB"
+        elif v.get("margin_fewer_at_most_db") is not None:
+            lazy += f"; below fewer steps' slowest point: margin at most {v['margin_fewer_at_most_db']:+.2f} dB"
         out.append(f"{v['name']}: {v['speedup']:.2f}x, {v['psnr']:.2f} dB; {lazy}")
     return out
 
 
-FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
+FAMILY_STYLE = {FEWER: ("#000000", "P", "fewer steps (unpatched, k of S steps)"),
+                "lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"),
                 "sdtm-preset": ("#d62728", "s", "SDTM presets"),
                 "sdtm-sweep": ("#ff9896", ".", "SDTM Advanced sweeps (balanced, one knob)"),
                 "sdtm-tuned": ("#9467bd", "D", "SDTM light (searched)"),
@@ -163,13 +203,17 @@ FAMILY_STYLE = {"lazycache": ("#1f77b4", "o", "core LazyCache (threshold sweep)"
 
 
 def draw_chart(results: dict[str, dict], png: Path) -> None:
-    """One panel per fixture: estimated SD3-medium speedup vs mean PSNR; each family's points and its
-    Pareto front as the curve."""
+    """One panel per front (three a row): estimated SD3-medium speedup vs mean PSNR; each family's points and
+    its Pareto front as the curve."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(results), figsize=(7.5 * len(results), 5.5), dpi=100, squeeze=False)
-    for ax, (fixture, data) in zip(axes[0], results.items()):
+    cols = min(3, len(results))
+    rows_ = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(7.5 * cols, 5.5 * rows_), dpi=100, squeeze=False)
+    for ax in axes.flat[len(results):]:
+        ax.set_visible(False)
+    for ax, (fixture, data) in zip(axes.flat, results.items()):
         rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
         for family, (color, marker, label) in FAMILY_STYLE.items():
             pts = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family]
@@ -183,8 +227,10 @@ def draw_chart(results: dict[str, dict], png: Path) -> None:
                             textcoords="offset points", xytext=(4, 3), fontsize=7)
         ax.axvline(TARGET_SPEEDUP, color="black", lw=0.6, ls="--")
         setup = data["setup"]
-        ax.set_title(f"{setup['fixture']} fixture ({setup['depth']} blocks), {setup['steps']} steps {setup['sampler']}/"
-                     f"{setup['scheduler']}, {setup['seeds']} seeds", fontsize=9)
+        what = f"{setup['pass']} pass d={setup['denoise']:g}, " if "pass" in setup else ""
+        ax.set_title(f"{what}{setup['fixture']} fixture ({setup['depth']} blocks, {setup['size_px']} px), "
+                     f"{setup['steps']} steps {setup['sampler']}/{setup['scheduler']}, {setup['seeds']} seeds",
+                     fontsize=9)
         ax.set_xlabel("estimated speedup, SD3-medium 1024x1024 (FLOP model of the counted tokens)")
         ax.set_ylabel("PSNR vs unpatched (dB, mean over seeds)")
         ax.grid(alpha=0.3)

@@ -20,6 +20,7 @@ class Setting:
     params: dict  # what the nodes get (JSON)
     build: Builder
     seeds: list[dict] = field(default_factory=list)  # one entry per seed
+    steps: int | None = None  # sample with this many steps instead of the run's (the fewer-steps baseline)
     model: object = None  # the patched MODEL of the last measurement (its SDTM report, if any)
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import tomllib
 
-from benchmarks.front_report import STACKS, best_stack, front_verdict
+from benchmarks import front_margins
+from benchmarks.front_report import FAMILY_STYLE, FEWER, best_stack, front_verdict
 from commands import node_docs_text as text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,47 +174,167 @@ def front_figures(fronts: dict[str, dict]) -> dict:
     return figures
 
 
+def advice_problems(facts: dict, regimes=None) -> list[str]:
+    """Each sentence of the advice section ("Which to use when") that ``facts`` (``front_margins.facts``)
+    contradict, one line each: a regime it speaks of has no front, an SDTM preset or the best stack is not behind
+    fewer steps at its speed, or LazyCache is not where the section puts it against fewer steps."""
+    problems = []
+    for regime in regimes or front_margins.REGIMES:
+        where = front_margins.REGIME_TEXT[regime]
+        if regime not in facts:
+            problems.append(f"no committed front measures fewer steps in the {where} regime: the advice speaks of it")
+            continue
+        f = facts[regime]
+        for kind in ("presets", "stacks"):
+            if not f[kind] and (kind == "presets" or regime == "base"):  # the stacks' sentence is on 20-50 steps
+                problems.append(f"{where}: no front sets {kind} against fewer steps: the advice speaks of them")
+            for m, name, front in f[kind]:
+                if m >= 0:
+                    figure = "at most " if (name, front) in f["bounds"] else ""
+                    problems.append(f"{where}: {name} on front_{front}.json is not behind fewer steps at its speed "
+                                    f"(margin {figure}{m:+.1f} dB): the advice says fewer steps keeps more; revise it")
+    return problems + lazy_problems(facts, regimes)
+
+
+def advice_figures(fronts: dict[str, dict]) -> dict:
+    """The fields of the advice section from every committed front that measured fewer steps
+    (``benchmarks.front_margins``: name -> its JSON), per regime (base pass at 20-50 steps, 4-8 steps, a hires /
+    img2img pass); raises ClaimError on the first of :func:`advice_problems`."""
+    facts = front_margins.facts(fronts)
+    problems = advice_problems(facts)
+    if problems:
+        raise ClaimError(problems[0])
+    fields = {}
+    for regime in front_margins.REGIMES:
+        f = facts[regime]
+        gaps = [-m for m, _, _ in f["presets"]]
+        fields[f"{regime}_gap_min"], fields[f"{regime}_gap_max"] = f"{min(gaps):.1f}", f"{max(gaps):.1f}"
+        fields[f"{regime}_stack_gap"] = f"{min(-m for m, _, _ in f['stacks']):.1f}"
+        fields[f"{regime}_fronts"] = str(len(f["fronts"]))
+    fields.update(lazy_fields(facts))
+    fields.update(heldout_fields())
+    return fields
+
+
+ADVICE_CHECK = BENCH / "advice_check.json"
+
+
+def heldout_fields() -> dict:
+    """The regimes where the held-out run (``benchmarks.advice_check``, its committed JSON) contradicts the advice,
+    in each locale."""
+    if not ADVICE_CHECK.is_file():
+        raise ClaimError(f"{ADVICE_CHECK.relative_to(REPO)} is missing: the advice cites the held-out check; run "
+                         "python -m benchmarks.advice_check")
+    check = json.loads(ADVICE_CHECK.read_text(encoding="utf-8"))
+    found = front_margins.facts(check["fronts"])
+    against = [regime for regime in front_margins.REGIMES if regime in found and advice_problems(found, [regime])]
+    return {f"heldout_{locale}": section("advice.list_sep", locale).join(
+        section(f"advice.regime_{regime}", locale) for regime in against) or section("advice.none", locale)
+        for locale in LOCALES}
+
+
+def lazy_problems(facts: dict, regimes=None) -> list[str]:
+    """The advice's sentences on LazyCache against fewer steps: at 20-50 steps each is ahead at some speed on some
+    front (they trade places); at 4-8 steps and in a pass LazyCache is nowhere ahead of fewer steps."""
+    problems = []
+    for regime in regimes or front_margins.REGIMES:
+        if regime not in facts:
+            continue
+        where, lazy = front_margins.REGIME_TEXT[regime], [m for m, _, _ in facts[regime]["lazy"]]
+        if regime == "base" and (not lazy or min(lazy) >= 0 or max(lazy) <= 0):
+            problems.append(f"{where}: LazyCache minus fewer steps at LazyCache's speeds is "
+                            f"{min(lazy, default=math.nan):+.1f} to {max(lazy, default=math.nan):+.1f} dB: the advice "
+                            "says each is ahead somewhere; revise it")
+        elif regime != "base" and lazy and max(lazy) > 0:
+            problems.append(f"{where}: LazyCache is {max(lazy):.1f} dB ahead of fewer steps at one of its speeds: "
+                            "the advice says it is nowhere ahead; revise it")
+    return problems
+
+
+def lazy_fields(facts: dict) -> dict:
+    base = [m for m, _, _ in facts["base"]["lazy"]]
+    fields = {"base_lazy_behind": f"{-min(base):.1f}", "base_lazy_ahead": f"{max(base):.1f}"}
+    for regime in ("few", "pass"):
+        fields[f"{regime}_lazy_speed"] = f"{facts[regime]['lazy_speed']:.2f}"
+    return fields
+
+
+def margin_text(v: dict, baseline: str, locale: str) -> str:
+    """How far a verdict entry is behind or ahead of a baseline ("lazy": LazyCache, "fewer": fewer steps) at its
+    speed: the margin, or the bound below the baseline's slowest point; empty where neither was measured."""
+    keys = ("margin_db", "margin_at_most_db") if baseline == "lazy" else ("margin_fewer_db", "margin_fewer_at_most_db")
+    margin, bound = v.get(keys[0]), v.get(keys[1])
+    if margin is None and bound is None:
+        return ""
+    side = "ahead" if (margin if margin is not None else bound) > 0 else "behind"
+    name = section(f"preset.{baseline}", locale)
+    if margin is not None:
+        return section("preset.margin", locale, margin=f"{abs(margin):.1f}", word=section(f"preset.{side}", locale),
+                       baseline=name)
+    return section(f"preset.bound_{side}", locale, margin=f"{abs(bound):.1f}", baseline=name)
+
+
 def measured_text(verdict: dict, name: str, locale: str) -> str:
-    """A preset's PSNR and speed on the front, and how far it is behind or ahead of LazyCache at that speed."""
+    """A preset's PSNR and speed on the front, and how far it is behind or ahead of fewer steps and of LazyCache
+    at that speed."""
     v = verdict.get(name)
     if v is None:
         return "-"
-    side = "ahead" if (v["margin_db"] if v["margin_db"] is not None else v["margin_at_most_db"]) > 0 else "behind"
-    if v["margin_db"] is not None:
-        margin = section("preset.margin", locale, margin=f"{abs(v['margin_db']):.1f}",
-                         word=section(f"preset.{side}", locale))
-    else:
-        margin = section(f"preset.bound_{side}", locale, margin=f"{abs(v['margin_at_most_db']):.1f}")
+    margins = [m for m in (margin_text(v, "fewer", locale), margin_text(v, "lazy", locale)) if m]
     return section("preset.measured_value", locale, psnr=f"{v['psnr']:.1f}", speed=f"{v['speedup']:.2f}",
-                   margin=margin)
+                   margin=section("preset.and", locale).join(margins))
+
+
+FEW_STEP_FRONTS = {"4": BENCH / "front_photo-4steps.json", "8": BENCH / "front_photo-8steps.json"}
+
+
+def turbo_text(locale: str) -> str:
+    """The turbo preset on the few-step fronts (photo fixture, 4 and 8 steps)."""
+    parts = []
+    for steps, path in FEW_STEP_FRONTS.items():
+        if not path.is_file():
+            raise ClaimError(f"{path.relative_to(REPO)} is missing: the turbo preset's line cites it")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        verdict = {v["name"]: v for v in front_verdict(data["results"], at_least=1.0)}
+        parts.append(section("preset.turbo_at", locale, steps=steps, sampler=data["setup"]["sampler"],
+                             scheduler=data["setup"]["scheduler"],
+                             measured=measured_text(verdict, "preset turbo", locale)))
+    return section("preset.turbo", locale, runs=section("preset.runs_sep", locale).join(parts))
 
 
 def draw_front_chart(fronts: dict[str, dict], png: Path) -> None:
-    """Two small panels (64x64 and 32x32 tokens): LazyCache's sweep, the presets and the stacks."""
+    """The docs panel shows pictures about 284 px wide: one narrow column, a panel per density (64x64 and 32x32
+    tokens) with large type and four series: fewer steps, LazyCache's sweep, the presets and the best stack."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.3), dpi=90, sharey=True)
+    fig, axes = plt.subplots(len(fronts), 1, figsize=(3.2, 2.7 * len(fronts)), dpi=100, sharex=True)
     for ax, (density, data) in zip(axes, fronts.items()):
-        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"])]
-        lazy = sorted((r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == "lazycache")
-        ax.plot(*zip(*lazy), "o-", color="#1f77b4", ms=3, lw=1.2, label="core LazyCache (threshold sweep)")
-        for r in rows:
-            if r["family"] == "sdtm-preset" and r["name"] != "preset turbo":
-                ax.plot(r["speedup_sd3-medium"], r["psnr_mean"], "s", color="#d62728", ms=5)
-                ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
-                            textcoords="offset points", xytext=(4, 3), fontsize=7)
-        stacks = [(r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] in STACKS]
-        if stacks:
-            ax.plot(*zip(*stacks), "v", color="#8c564b", ms=5, ls="none", label="SDTM preset + LazyCache")
-        ax.plot([], [], "s", color="#d62728", ms=5, ls="none", label="SDTM presets")
-        ax.set_title(f"dense fixture, {density}x{density} image tokens", fontsize=8)
-        ax.set_xlabel("estimated speedup (SD3-medium, 1024x1024)", fontsize=7)
-        ax.tick_params(labelsize=7)
+        rows = [r for r in data["results"] if math.isfinite(r["psnr_mean"]) and r["speedup_sd3-medium"] <= 3.2]
+        for family, style, name in ((FEWER, "P-", "fewer steps"), ("lazycache", "o-", "LazyCache")):
+            points = sorted((r["speedup_sd3-medium"], r["psnr_mean"]) for r in rows if r["family"] == family)
+            if points:
+                ax.plot(*zip(*points), style, color=FAMILY_STYLE[family][0], ms=4, lw=1.4, label=name)
+        presets = [r for r in rows if r["family"] == "sdtm-preset" and r["name"] != "preset turbo"]
+        ax.plot([r["speedup_sd3-medium"] for r in presets], [r["psnr_mean"] for r in presets], "s", color="#d62728",
+                ms=6, ls="none", label="SDTM presets")
+        for r in presets:
+            ax.annotate(r["name"].replace("preset ", ""), (r["speedup_sd3-medium"], r["psnr_mean"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=8, color="#d62728")
+        best = best_stack({v["name"]: v for v in front_verdict(data["results"], at_least=1.0)})
+        if best is not None:
+            ax.plot(best["speedup"], best["psnr"], "v", color="#8c564b", ms=7, ls="none", label="best stack")
+        ax.set_title(f"dense fixture, {density}x{density} tokens", fontsize=10)
+        ax.set_ylabel("PSNR (dB)", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("PSNR vs without SDTM (dB)", fontsize=7)
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.tight_layout()
+    axes[-1].set_xlabel("estimated speedup", fontsize=10)
+    legend = {}
+    for ax in axes:  # a panel without a series (no fewer steps measured) still names it
+        for handle, name in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(name, handle)
+    axes[0].legend(legend.values(), legend.keys(), fontsize=8, loc="upper right", handletextpad=0.3, borderpad=0.3)
+    fig.tight_layout(pad=0.4)
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, metadata={"Software": None})
     plt.close(fig)
@@ -305,7 +426,7 @@ def presets_section(pack: Pack, figures: dict, locale: str) -> list[str]:
                   section("preset.settings", locale, settings=settings),
                   section("preset.flops", locale, steps=steps, flops=flops)]
         if name == "turbo":
-            lines.append(section("preset.turbo", locale))
+            lines.append(turbo_text(locale))
         else:
             lines.append(section("preset.measured", locale, at64=measured_text(figures["64"], f"preset {name}", locale),
                                  at32=measured_text(figures["32"], f"preset {name}", locale)))
@@ -326,8 +447,8 @@ def page(pack: Pack, node: str, locale: str, figures: dict, example: dict, versi
     lines += inputs_section(pack, node, locale)
     if node == "SDTM_Apply":
         lines += [""] + presets_section(pack, figures, locale)
-        lines += ["", f"## {section('lazycache.title', locale)}", "",
-                  section("lazycache.body", locale, **figures["fields"])]
+        lines += ["", f"## {section('advice.title', locale)}", "",
+                  section("advice.body", locale, **figures["fields"], **figures["advice"])]
         lines += ["", f"## {section('after.title', locale)}", "", section("after.body", locale)]
     elif node == "SDTM_ApplyAdvanced":
         defaults = pack.config_type()
@@ -366,6 +487,7 @@ def demo_example(pack: Pack) -> dict:
 def pages(pack: Pack) -> dict[Path, str]:
     """Every page: web/js/docs/<node id>/<locale>.md and the fallback <node id>.md."""
     figures = front_figures({d: load_front(d) for d in FRONTS})
+    figures["advice"] = advice_figures(front_margins.load_fronts(BENCH))
     example, version = demo_example(pack), pack_version()
     out = {}
     for node in NODE_IDS:
@@ -397,7 +519,7 @@ def check(pack: Pack) -> list[str]:
     try:
         expected = pages(pack)
     except ClaimError as e:
-        return [f"{e} (commands/node_docs_text.py SECTIONS['lazycache.body'])"]
+        return [f"{e} (commands/node_docs_text.py SECTIONS['advice.body'])"]
     for path, content in expected.items():
         if not path.is_file() or path.read_text(encoding="utf-8") != content:
             problems.append(f"{path.relative_to(REPO)} is not as written from the pack now: "

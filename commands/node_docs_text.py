@@ -59,7 +59,7 @@ PRESET_VALUE_NOTE = {"en": "{value} keeps the preset's value. ", "zh": "{value} 
 INPUT_TEXT: dict[tuple[str, str], dict[str, str]] = {
     ("SDTM_Apply", "model"): {"for": "e9294527", "zh": "SD3 系列模型（SD3-medium、SD3.5-medium、SD3.5-large、SD3.5-large-turbo）。"
                                                        "它不会被修改：返回的是打过补丁的副本。"},
-    ("SDTM_Apply", "preset"): {"for": "3ed23ffc", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
+    ("SDTM_Apply", "preset"): {"for": "7d50e67a", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
     ("SDTM_Apply", "output"): {"for": "2a829533", "zh": "模型的副本，其联合块用 SDTM 合并 token。"},
     ("SDTM_ApplyAdvanced", "model"): {"for": "ae6e43a0", "zh": "SD3 系列模型。它不会被修改：返回的是打过补丁的副本。"},
     ("SDTM_ApplyAdvanced", "output"): {"for": "cc811762", "zh": "模型的副本，其联合块合并 token。"},
@@ -83,14 +83,14 @@ PRESET_TEXT: dict[str, dict[str, str]] = {
     "reference": {"for": "6d3ad36c", "en": "comparing with the paper: the official release step for step, its rules "
                                            "included (at 21 steps or fewer every merging step is a structure step)",
                   "zh": "与论文对比：逐步复现官方发布版，包括其规则（21 步及以下时每个合并步都是结构步）"},
-    "quality": {"for": "871621d9", "en": "SD3 / SD3.5 at 20-50 steps, when the image must change least",
-                "zh": "SD3 / SD3.5，20-50 步，需要图像改变最少时"},
-    "balanced": {"for": "68950209", "en": "SD3 / SD3.5 at 20-50 steps: the default",
-                 "zh": "SD3 / SD3.5，20-50 步：默认"},
-    "fast": {"for": "5cd965b4", "en": "SD3 / SD3.5 at 20-50 steps, when speed matters most",
-             "zh": "SD3 / SD3.5，20-50 步，最看重速度时"},
-    "turbo": {"for": "d77c5e8e", "en": "SD3.5-large-turbo and other 4-8 step models",
-              "zh": "SD3.5-large-turbo 及其他 4-8 步的模型"},
+    "quality": {"for": "e6b5ab86", "en": "the preset that changes the image least (attention stays full length)",
+                "zh": "改变图像最少的预设（注意力保持完整长度）"},
+    "balanced": {"for": "68950209", "en": "the default, between quality and fast in speed",
+                 "zh": "默认预设，速度介于 quality 和 fast 之间"},
+    "fast": {"for": "7aeb9472", "en": "the preset with the most speed",
+             "zh": "速度最快的预设"},
+    "turbo": {"for": "6cbe7b83", "en": "made for SD3.5-large-turbo and other 4-8 step models: it merges little",
+              "zh": "为 SD3.5-large-turbo 及其他 4-8 步的模型而设：合并很少"},
 }
 
 # Free text, by section. Fields in braces are filled by node_docs (figures from the measured front and the pack).
@@ -120,11 +120,11 @@ SECTIONS: dict[str, dict[str, str]] = {
     "SDTM_ApplyAdvanced.intro": {
         "en": "Every setting of the method, for tuning and A/B tests; the defaults are the official release's (the "
               "reference preset), and method tome runs plain ToMe on the same schedule. Use SDTM (SD3 / SD3.5) "
-              "with a preset unless you need a knob it does not show; its page has the measured presets and when "
-              "to prefer LazyCache.",
+              "with a preset unless you need a knob it does not show; its page has the measured presets and what "
+              "kept more of the image on the fixtures (fewer steps, LazyCache).",
         "zh": "方法的全部设置，用于调参和 A/B 测试；默认值即官方发布版的设置（reference 预设），method 选 tome 时在同一"
               "调度上运行普通 ToMe。除非需要 SDTM (SD3 / SD3.5) 没有显示的参数，否则请使用它的预设；它的说明页给出了"
-              "各预设的实测结果，以及何时应优先使用 LazyCache。"},
+              "各预设的实测结果，以及在测试模型上什么保留了更多图像（减少步数、LazyCache）。"},
     "SDTM_RunReport.intro": {
         "en": "Shows what SDTM did in the sampling run that produced the connected LATENT: which steps ran at full "
               "length and which were structure or detail steps, how many image tokens the attention and the MLP "
@@ -143,59 +143,97 @@ SECTIONS: dict[str, dict[str, str]] = {
               "在你的图像上作用于哪里。"},
 
     "presets.title": {"en": "Presets", "zh": "预设"},
-    "preset.use": {"en": "- Use it for: {use}.", "zh": "- 适用于：{use}。"},
+    "preset.use": {"en": "- What it is: {use}.", "zh": "- 它是：{use}。"},
     "preset.settings": {"en": "- Settings: {settings}.", "zh": "- 设置：{settings}。"},
     "preset.flops": {"en": "- FLOP model at 1024x1024, {steps} steps: {flops} (SD3-medium / SD3.5-medium / SD3.5-large).",
                      "zh": "- FLOP 模型，1024x1024，{steps} 步：{flops}（SD3-medium / SD3.5-medium / SD3.5-large）。"},
     "preset.measured": {"en": "- On the fixture at 64x64 tokens: {at64}. At 32x32 tokens: {at32}.",
                         "zh": "- 测试模型，64x64 token：{at64}。32x32 token：{at32}。"},
     "preset.measured_value": {"en": "{psnr} dB at {speed}x, {margin}", "zh": "{speed}x 时 {psnr} dB，{margin}"},
-    "preset.margin": {"en": "{margin} dB {word} LazyCache at that speed", "zh": "{word}同速度的 LazyCache {margin} dB"},
+    "preset.margin": {"en": "{margin} dB {word} {baseline} at that speed", "zh": "{word}同速度的{baseline} {margin} dB"},
+    "preset.and": {"en": " and ", "zh": "，"},
+    "preset.runs_sep": {"en": "; ", "zh": "；"},
+    "preset.lazy": {"en": "LazyCache", "zh": " LazyCache"},
+    "preset.fewer": {"en": "fewer steps", "zh": "减少步数"},
     "preset.behind": {"en": "behind", "zh": "落后"},
     "preset.ahead": {"en": "ahead of", "zh": "领先"},
-    "preset.bound_behind": {"en": "at least {margin} dB behind LazyCache at that speed",
-                            "zh": "落后同速度的 LazyCache 至少 {margin} dB"},
-    "preset.bound_ahead": {"en": "at most {margin} dB ahead of LazyCache at that speed",
-                           "zh": "领先同速度的 LazyCache 至多 {margin} dB"},
-    "preset.turbo": {"en": "- For 4-8 steps: not on the 30-step front below (docs/BENCHMARKS.md has its 4-step run).",
-                     "zh": "- 用于 4-8 步：不在下面 30 步的对比中（4 步的测量见 docs/BENCHMARKS.md）。"},
+    "preset.bound_behind": {"en": "at least {margin} dB behind {baseline} at that speed",
+                            "zh": "落后同速度的{baseline}至少 {margin} dB"},
+    "preset.bound_ahead": {"en": "at most {margin} dB ahead of {baseline} at that speed",
+                           "zh": "领先同速度的{baseline}至多 {margin} dB"},
+    "preset.turbo": {"en": "- Not on the 30-step fronts below. On the photo fixture at few steps: {runs}.",
+                     "zh": "- 不在下面 30 步的对比中。照片测试模型在少步数下：{runs}。"},
+    "preset.turbo_at": {"en": "{steps} steps {sampler} / {scheduler}: {measured}",
+                        "zh": "{steps} 步 {sampler} / {scheduler}：{measured}"},
     "presets.note": {
         "en": "The FLOP model counts the joint blocks' compute for the preset's schedule. The fixture columns are "
               "measured through ComfyUI's KSampler on the dense photo fixture, a small 8-block SD3-architecture "
               "model trained in this repository on photographs ({steps} steps {sampler} / {scheduler}, {seeds} "
               "seeds, speed as the FLOP model prices the counted tokens for SD3-medium at 1024x1024), at 64x64 "
               "image tokens (SD3 at 1024x1024) and at 32x32 (SD3 at 512x512): PSNR of the image against the same "
-              "seed without SDTM, and how far that is behind or ahead of what core LazyCache keeps at the same "
-              "speed (below LazyCache's slowest skipping setting, a bound). Not measured on SD3's own weights or on a GPU; tables and commands: docs/BENCHMARKS.md "
-              "in the repository.",
+              "seed without SDTM, and how far that is behind or ahead of what the model without SDTM keeps at fewer "
+              "steps and what core LazyCache keeps at the same speed (between two measured points, interpolated; "
+              "below the slowest one, a bound). Not measured on SD3's own weights or on a GPU; tables and commands: "
+              "docs/BENCHMARKS.md in the repository.",
         "zh": "FLOP 模型统计该预设调度下联合块的计算量。测试模型各列是通过 ComfyUI 的 KSampler 在 dense 照片测试模型上"
               "测得的（本仓库用照片训练的 8 个块的小型 SD3 架构模型；{steps} 步 {sampler} / {scheduler}，{seeds} 个种子，"
               "速度按 FLOP 模型把计数的 token 折算为 SD3-medium 1024x1024），分别在 64x64 个图像 token（相当于 SD3 的 "
               "1024x1024）和 32x32 个（相当于 SD3 的 512x512）下：与不用 SDTM 的同一种子图像相比的 PSNR，以及它落后"
-              "或领先同速度下 ComfyUI 自带 LazyCache 的量（低于 LazyCache 最慢的跳步设置时为一个界）。未在 SD3 的真实权重或 GPU 上测量；表格和命令见仓库中的 "
-              "docs/BENCHMARKS.md。"},
+              "或领先同速度下不用 SDTM 而减少步数、以及 ComfyUI 自带 LazyCache 的量（在两个实测点之间线性插值；低于最慢"
+              "的实测点时为一个界）。未在 SD3 的真实权重或 GPU 上测量；表格和命令见仓库中的 docs/BENCHMARKS.md。"},
     "presets.chart": {"en": "PSNR against the same seed without SDTM, by estimated speed",
                       "zh": "与不用 SDTM 的同一种子相比的 PSNR，按估算速度"},
 
-    "lazycache.title": {"en": "SDTM, LazyCache, or both", "zh": "SDTM、LazyCache，还是两者一起"},
-    "lazycache.body": {
-        "en": "- With 20-50 steps, try core **LazyCache** first (it skips whole steps): at the speed of every preset "
-              "it kept more of the unpatched image on the fixture, by {lazy_lead_64} dB at 64x64 tokens and "
-              "{lazy_lead_32} dB at 32x32 (the presets above).\n"
-              "- **Both** work together, in either order (SDTM before or after LazyCache): the best measured stack, "
-              "{best_stack_64}, reached {best_stack_speed_64}x at {best_stack_psnr_64} dB at 64x64 tokens, "
-              "{best_stack_gap_64} dB behind LazyCache alone at that speed.\n"
-              "- Use **SDTM** where a step cache has nothing to skip: SD3.5-large-turbo at 4-8 steps (preset turbo), "
-              "short img2img and refiner passes. Core EasyCache skips nothing on SD3.\n"
-              "- Among the presets, quality changes the image least and fast gives the most speed.",
-        "zh": "- 20-50 步时，先试 ComfyUI 自带的 **LazyCache**（它跳过整步）：在每个预设的速度下，它在测试模型上保留了更多"
-              "未打补丁时的图像，64x64 token 时多 {lazy_lead_64} dB，32x32 时多 {lazy_lead_32} dB（见上面的预设）。\n"
-              "- **两者**可以一起用，顺序不限（SDTM 在 LazyCache 之前或之后）：实测最好的组合 {best_stack_64} 在 64x64 "
-              "token 时达到 {best_stack_speed_64}x、{best_stack_psnr_64} dB，比同速度下单用 LazyCache 差 "
-              "{best_stack_gap_64} dB。\n"
-              "- 在步缓存无步可跳的地方用 **SDTM**：4-8 步的 SD3.5-large-turbo（预设 turbo）、短的 img2img 和精修阶段。"
-              "ComfyUI 自带的 EasyCache 在 SD3 上不跳过任何步。\n"
-              "- 各预设中，quality 对图像的改变最少，fast 速度最快。"},
+    "advice.title": {"en": "Which to use when (on the fixtures)", "zh": "何时用哪一个（测试模型上的结果）"},
+    "advice.body": {
+        "en": "On the pack's committed fixture fronts SDTM kept less of the image than simply running fewer steps, "
+              "in every regime; it is here to compare with the paper and to be measured on your own model.\n\n"
+              "- **20-50 steps** (a base pass): lower the step count, or use core **LazyCache**. On {base_fronts} "
+              "fixture fronts fewer steps kept more of the image than every preset at the same compute, by at least "
+              "{base_gap_min} dB (up to {base_gap_max} dB). LazyCache and fewer steps trade places: from "
+              "{base_lazy_behind} dB behind to {base_lazy_ahead} dB ahead of fewer steps at LazyCache's speeds. "
+              "LazyCache is ahead of every preset too ({lazy_lead_64} dB at 64x64 tokens, {lazy_lead_32} dB at "
+              "32x32).\n"
+              "- **4-8 steps**: lower the step count. Fewer steps kept at least {few_gap_min} dB more than every "
+              "preset, turbo included ({few_fronts} fronts); LazyCache reached at most {few_lazy_speed}x and was "
+              "nowhere ahead of fewer steps.\n"
+              "- **A hires or img2img pass**: run the pass with fewer steps at the same denoise. It kept at least "
+              "{pass_gap_min} dB more than every preset ({pass_fronts} fronts); LazyCache reached at most "
+              "{pass_lazy_speed}x there and was nowhere ahead of fewer steps.\n"
+              "- **Stacked**: SDTM with LazyCache, in either order, stayed at least {base_stack_gap} dB behind fewer "
+              "steps at 20-50 steps; the best stack, {best_stack_64}, was {best_stack_gap_64} dB behind LazyCache "
+              "alone at 64x64 tokens.\n"
+              "- A **held-out check** (`python -m benchmarks.advice_check`: sampler uni_pc / simple, other seeds, "
+              "img2img at denoise 0.65) disagreed with this advice for: {heldout_en}; its figures are in "
+              "docs/BENCHMARKS.md. With other samplers the order is not settled.\n"
+              "- The fixtures are small models (3 and 8 blocks) on a CPU; SD3's own weights may behave otherwise. "
+              "`python -m commands.evaluate front --checkpoint FILE` measures this comparison on your model and "
+              "GPU. Core EasyCache skips nothing on SD3.",
+        "zh": "在本节点包已提交的测试模型对比中，无论哪种用法，SDTM 保留的图像都不如直接减少步数；它用于与论文对比，以及在你自己的"
+              "模型上测量。\n\n"
+              "- **20-50 步**（基础采样）：减少步数，或使用 ComfyUI 自带的 **LazyCache**。在 {base_fronts} 个测试模型的对比中，"
+              "相同计算量下减少步数比每个预设都保留了更多图像，至少多 {base_gap_min} dB（最多 {base_gap_max} dB）。"
+              "LazyCache 与减少步数互有胜负：在 LazyCache 的各个速度下，从落后减少步数 {base_lazy_behind} dB 到领先 "
+              "{base_lazy_ahead} dB。LazyCache 也领先每个预设（64x64 token 时 {lazy_lead_64} dB，32x32 时 "
+              "{lazy_lead_32} dB）。\n"
+              "- **4-8 步**：减少步数。减少步数比每个预设（包括 turbo）至少多保留 {few_gap_min} dB（{few_fronts} 个对比）；"
+              "LazyCache 最多只达到 {few_lazy_speed}x，且在任何速度下都不领先减少步数。\n"
+              "- **高清修复（hires）或图生图（img2img）阶段**：在相同 denoise 下用更少的步数运行该阶段。它比每个预设至少多"
+              "保留 {pass_gap_min} dB（{pass_fronts} 个对比）；LazyCache 在那里最多达到 {pass_lazy_speed}x，且在任何速度下"
+              "都不领先减少步数。\n"
+              "- **组合使用**：SDTM 与 LazyCache 组合（顺序不限）在 20-50 步时仍落后减少步数至少 {base_stack_gap} dB；"
+              "最好的组合 {best_stack_64} 在 64x64 token 时比单用 LazyCache 差 {best_stack_gap_64} dB。\n"
+              "- **留出检验**（`python -m benchmarks.advice_check`：采样器 uni_pc / simple、其他种子、denoise 0.65 的图生图）"
+              "在以下情形与本建议不一致：{heldout_zh}；数据见 docs/BENCHMARKS.md。换用其他采样器时，孰优孰劣尚无定论。\n"
+              "- 测试模型是在 CPU 上运行的小模型（3 个和 8 个块）；SD3 的真实权重可能表现不同。"
+              "`python -m commands.evaluate front --checkpoint FILE` 会在你的模型和 GPU 上测量同样的对比。"
+              "ComfyUI 自带的 EasyCache 在 SD3 上不跳过任何步。"},
+
+    "advice.regime_base": {"en": "20-50 steps", "zh": "20-50 步"},
+    "advice.regime_few": {"en": "4-8 steps", "zh": "4-8 步"},
+    "advice.regime_pass": {"en": "a hires / img2img pass", "zh": "高清修复 / 图生图阶段"},
+    "advice.list_sep": {"en": ", ", "zh": "、"},
+    "advice.none": {"en": "none", "zh": "无"},
 
     "after.title": {"en": "After the run", "zh": "运行之后"},
     "after.body": {

@@ -23,15 +23,16 @@ _PRESETS: dict[str, tuple[SDTMConfig, str, int]] = {
                   "is a structure step; at 30 steps its merging steps through step 20 are structure steps and those "
                   "from step 22 on detail steps (the other presets end it at 41% of the run)", FLOP_STEPS),
     "quality": (SDTMConfig(ratio=0.7, deviation=0.28, switch=1.0, structure_attention="full", protect_every=3),
-                "the most fidelity: merging steps merge 2x2 windows for the MLP only, attention stays full length",
+                "the most fidelity of the presets: merging steps merge 2x2 windows for the MLP only, attention stays "
+                "full length",
                 FLOP_STEPS),
     "balanced": (SDTMConfig(ratio=0.5, deviation=0.2, protect_every=3, proportional_attention=True),
                  "more merging than the reference, with its full steps, cache blending and proportional attention",
                  FLOP_STEPS),
     "fast": (SDTMConfig(ratio=0.7, deviation=0.28, switch=1.0, protect_every=3),
-             "the most speed: every merging step merges 2x2 windows for attention and MLP", FLOP_STEPS),
+             "the most speed of the presets: every merging step merges 2x2 windows for attention and MLP", FLOP_STEPS),
     "turbo": (SDTMConfig(ratio=0.15, deviation=0.05, protect_every=0, use_cache=False),
-              "for 4-8 step models (SD3.5-large-turbo): merges little, as few steps leave little to gain", 4),
+              "made for 4-8 step models (SD3.5-large-turbo): merges little", 4),
 }
 DEFAULT_PRESET = "balanced"
 
@@ -69,9 +70,15 @@ PURPOSES = {name: purpose for name, (_, purpose, _) in _PRESETS.items()}  # what
 PRESET_STEPS = {name: steps for name, (_, _, steps) in _PRESETS.items()}  # the steps its FLOP model is stated at
 
 
+# What the fronts show (docs/BENCHMARKS.md); commands.node_docs checks the same claim against the committed fronts.
+ADVICE = ("On the pack's test fixtures, running fewer steps kept more of the image than every preset at the same "
+          "compute, at 20-50 steps, at 4-8 steps and in hires / img2img passes (so did core LazyCache at 20-50 "
+          "steps); `python -m commands.evaluate front` measures it on your model. ")
+
+
 def preset_tooltip() -> str:
-    """The SDTM node's preset tooltip: every preset's description."""
-    return ("How to merge. Measured speedups and fidelity: docs/BENCHMARKS.md. "
+    """The SDTM node's preset tooltip: what the fronts show, then every preset's description."""
+    return ("How to merge. " + ADVICE + "Measured speedups and fidelity: docs/BENCHMARKS.md. "
             + "; ".join(f"{name}: {text}" for name, (_, text) in PRESETS.items()))
 
 

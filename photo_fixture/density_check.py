@@ -42,12 +42,20 @@ HELD_OUT_SEED = 7_700_001  # the trainer seeds its crops with its seed (0) and i
 RESULT = photo_codec.DENSE_FIXTURE.with_name("sdtm_photo_mmdit_dense_heldout.json")
 
 
+def held_out_crops(size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out crops at ``size`` pixels: pixels [7 * CROPS_PER_PHOTO, 3, size, size] (crop i is of photograph
+    i // CROPS_PER_PHOTO, PHOTOS order) and the photograph of each; ``generator`` (default: seeded with
+    HELD_OUT_SEED + size) goes on to draw the noise of :func:`held_out_set`."""
+    generator = generator or torch.Generator().manual_seed(HELD_OUT_SEED + size)
+    photos = photo_codec.load_photos()
+    which = torch.arange(len(photos)).repeat_interleave(CROPS_PER_PHOTO)
+    return torch.stack([photo_codec.random_crop(photos[int(i)], size, generator) for i in which]), which
+
+
 def held_out_set(size: int, context: torch.Tensor, pooled: torch.Tensor) -> tuple:
     """(x0, noise, sigma, context, pooled) of CROPS_PER_PHOTO crops of every photograph at ``size`` pixels."""
     generator = torch.Generator().manual_seed(HELD_OUT_SEED + size)
-    photos = photo_codec.load_photos()
-    which = torch.arange(len(photos)).repeat_interleave(CROPS_PER_PHOTO)
-    pixels = torch.stack([photo_codec.random_crop(photos[int(i)], size, generator) for i in which])
+    pixels, which = held_out_crops(size, generator)
     x0 = model_latents(pixels)
     sigma = torch.linspace(0.05, 0.95, len(which))[torch.randperm(len(which), generator=generator)]
     return x0, torch.randn(x0.shape, generator=generator), sigma, context[which], pooled[which]

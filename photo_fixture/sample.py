@@ -15,14 +15,15 @@ SAMPLER, SCHEDULER = "euler", "sgm_uniform"  # ComfyUI's SD3 example settings
 def sample_fixture(model, seed: int, positive, negative, steps: int, latent_hw: tuple[int, int] | None = None,
                    cfg: float = CFG, sampler: str = SAMPLER, scheduler: str = SCHEDULER,
                    latent: torch.Tensor | None = None, start: int | None = None, last: int | None = None,
-                   add_noise: bool = True, full_denoise: bool = False) -> torch.Tensor:
+                   add_noise: bool = True, full_denoise: bool = False, denoise: float = 1.0) -> torch.Tensor:
     """Latent samples [1, 16, h, w] through ``nodes.common_ksampler`` (what KSampler runs; with ``start`` /
     ``last`` / ``add_noise`` / ``full_denoise``, what KSamplerAdvanced runs), from an empty latent of
-    ``latent_hw`` = (h, w) or from ``latent``; decode them with ``photo_codec.decode``."""
+    ``latent_hw`` = (h, w) or from ``latent`` (with ``denoise`` < 1: KSampler's img2img / hires pass over the
+    last steps of a longer schedule); decode them with ``photo_codec.decode``."""
     nodes = import_comfy()
     if latent is None:
         latent = torch.zeros(1, LATENT_CHANNELS, *latent_hw)
     (out,) = nodes.common_ksampler(model, seed, steps, cfg, sampler, scheduler, positive, negative,
-                                   {"samples": latent}, disable_noise=not add_noise, start_step=start,
+                                   {"samples": latent}, denoise=denoise, disable_noise=not add_noise, start_step=start,
                                    last_step=last, force_full_denoise=full_denoise)
     return out["samples"]

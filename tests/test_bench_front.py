@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import bench_front as front
 from benchmarks import front_report, front_settings
+from benchmarks.front_fewer import fewer_settings, merged_rows
 
 STEPS = 6
 LATENT_HW = (32, 32)  # 16 x 16 = 256 image tokens
@@ -127,3 +128,39 @@ def test_the_front_benchmark_modules_keep_to_the_line_limit():
         lines = len(open(module.__file__, encoding="utf-8").read().splitlines())
         assert lines <= 600, (module.__name__, lines)
     assert front.Setting is front_settings.Setting and front.build_settings is front_settings.build_settings
+
+
+def test_fewer_steps_make_k_model_calls_and_are_priced_at_s_over_k(run):
+    """The unpatched model at k of S steps: the hooks count k calls of every block, so the FLOP-model speedup is
+    S / k for any target model, and the image differs from the S-step reference."""
+    for setting in fewer_settings(STEPS, (4, 3)):
+        row = front.summary(front.measure_setting(run, setting), run)
+        k = setting.steps
+        assert row["model_calls"] == k and row["skipped_calls"] == STEPS - k
+        for name in run.shapes:
+            assert row[f"speedup_{name}"] == pytest.approx(STEPS / k, rel=1e-12)
+        assert row["mlp_tokens_vs_unpatched"] == pytest.approx(k / STEPS)
+        assert 0 < row["psnr_min"] < float("inf")
+
+
+def test_front_verdict_sets_each_setting_against_fewer_steps():
+    rows = [{"name": "F1", "family": "fewer-steps", "speedup_sd3-medium": 1.25, "psnr_mean": 35.0},
+            {"name": "F2", "family": "fewer-steps", "speedup_sd3-medium": 2.0, "psnr_mean": 26.0},
+            {"name": "L1", "family": "lazycache", "speedup_sd3-medium": 1.2, "psnr_mean": 40.0},
+            {"name": "L2", "family": "lazycache", "speedup_sd3-medium": 2.2, "psnr_mean": 30.0},
+            {"name": "A", "family": "sdtm-preset", "speedup_sd3-medium": 1.5, "psnr_mean": 30.0},
+            {"name": "slow", "family": "sdtm-preset", "speedup_sd3-medium": 1.1, "psnr_mean": 31.0}]
+    verdict = {v["name"]: v for v in front_report.front_verdict(rows, at_least=1.0)}
+    assert set(verdict) == {"A", "slow"}  # the baselines are not verdicts
+    assert verdict["A"]["fewer_psnr_at_speedup"] == pytest.approx(32.0)
+    assert verdict["A"]["margin_fewer_db"] == pytest.approx(-2.0)
+    assert verdict["slow"]["margin_fewer_db"] is None
+    assert verdict["slow"]["margin_fewer_at_most_db"] == pytest.approx(-4.0)
+    assert "fewer steps 32.00 dB there, margin -2.00 dB" in front_report.front_lines([verdict["A"]])[0]
+
+
+def test_a_resumed_run_keeps_the_rows_it_did_not_measure_in_their_order():
+    previous = [{"name": "a", "v": 1}, {"name": "b", "v": 1}, {"name": "c", "v": 1}]
+    current = [{"name": "b", "v": 2}, {"name": "d", "v": 2}]
+    assert merged_rows(previous, current) == [{"name": "a", "v": 1}, {"name": "b", "v": 2}, {"name": "c", "v": 1},
+                                              {"name": "d", "v": 2}]

@@ -10,6 +10,7 @@ import types
 
 import pytest
 
+from benchmarks import front_margins, front_report
 from commands import node_docs
 from commands import node_docs_text as text
 
@@ -86,3 +87,33 @@ def test_the_docs_folder_holds_only_pages_and_pictures():
     """ComfyUI's server loads every .js file under WEB_DIRECTORY into the editor: none may lie in the docs."""
     files = [p for p in node_docs.DOCS.rglob("*") if p.is_file()]
     assert files and all(p.suffix in (".md", ".png") for p in files), files
+
+
+def test_the_advice_is_refused_when_a_committed_front_shows_a_preset_ahead_of_fewer_steps():
+    """The advice section says fewer steps keeps more than every preset in each regime: a copy of the committed photo
+    front whose fast preset keeps 0.5 dB more than fewer steps at its speed must fail the check."""
+    fronts = front_margins.load_fronts(node_docs.BENCH)
+    fields = node_docs.advice_figures(fronts)  # the committed fronts support it
+    assert {"base_gap_min", "few_gap_min", "pass_gap_min", "base_lazy_ahead"} <= set(fields)
+    changed = json.loads(json.dumps(fronts["photo"]))
+    fewer = front_report.baseline_points(changed["results"], front_report.FEWER)
+    for row in changed["results"]:
+        if row["name"] == "preset fast":
+            row["psnr_mean"] = front_report.interpolate(fewer, row["speedup_sd3-medium"]) + 0.5
+    with pytest.raises(node_docs.ClaimError, match="preset fast on front_photo.json is not behind fewer steps"):
+        node_docs.advice_figures({**fronts, "photo": changed})
+
+
+def test_the_advice_is_refused_when_lazycache_no_longer_trades_places_with_fewer_steps():
+    fronts = front_margins.load_fronts(node_docs.BENCH)
+    changed = {}
+    for name, data in fronts.items():
+        changed[name] = json.loads(json.dumps(data))
+        if front_margins.regime(data) == "base":  # every LazyCache point 1 dB under fewer steps at its speed
+            fewer = front_report.baseline_points(data["results"], front_report.FEWER)
+            for row in changed[name]["results"]:
+                at = front_report.interpolate(fewer, row["speedup_sd3-medium"])
+                if row["family"] == "lazycache" and at is not None:
+                    row["psnr_mean"] = at - 1.0
+    with pytest.raises(node_docs.ClaimError, match="LazyCache minus fewer steps"):
+        node_docs.advice_figures(changed)
