@@ -84,14 +84,7 @@ class PatchInfo:
         if fingerprint is None:  # no latent to find it by (an interrupted run): kept as the newest run only
             self._unnamed_runs += 1
             fingerprint = f"run {self._unnamed_runs} (no latent)"
-        self.forgotten.pop(fingerprint, None)
-        self.runs[fingerprint] = record
-        self.runs.move_to_end(fingerprint)
-        while len(self.runs) > self.RUNS_KEPT:
-            dropped, _ = self.runs.popitem(last=False)
-            self.forgotten[dropped] = None
-            while len(self.forgotten) > self.FORGOTTEN_KEPT:
-                self.forgotten.popitem(last=False)
+        _keep_newest(self.runs, fingerprint, record, self.RUNS_KEPT, self.forgotten, self.FORGOTTEN_KEPT)
 
     def latest(self) -> RunRecord | None:
         """The newest run of this model (whichever sampler ran it), or None."""
@@ -102,15 +95,8 @@ class PatchInfo:
         return self.runs.get(latent_fingerprint(samples))
 
     def keep_carry(self, last_sigma: float, fingerprint: str, carry: RunCarry) -> None:
-        key = (last_sigma, fingerprint)
-        self.dropped.pop(key, None)
-        self.carries[key] = carry
-        self.carries.move_to_end(key)
-        while len(self.carries) > self.CARRIES_KEPT:
-            dropped, _ = self.carries.popitem(last=False)
-            self.dropped[dropped] = None
-            while len(self.dropped) > self.FORGOTTEN_KEPT:
-                self.dropped.popitem(last=False)
+        _keep_newest(self.carries, (last_sigma, fingerprint), carry, self.CARRIES_KEPT, self.dropped,
+                     self.FORGOTTEN_KEPT)
 
     def carry_for(self, first_sigma: float, latent) -> tuple[RunCarry | None, str | None]:
         """The carry of a run that stopped at ``first_sigma`` and returned exactly ``latent`` (the latent is
@@ -129,6 +115,19 @@ class PatchInfo:
     @property
     def carried_bytes(self) -> int:
         return sum(carry.nbytes for carry in self.carries.values())
+
+
+def _keep_newest(kept: OrderedDict, key, value, limit: int, forgotten: OrderedDict, forgotten_limit: int) -> None:
+    """Put ``value`` under ``key`` as the newest of ``kept``, drop the oldest past ``limit`` and remember the
+    dropped keys in ``forgotten`` (itself bounded by ``forgotten_limit``), only to say so later."""
+    forgotten.pop(key, None)
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > limit:
+        dropped, _ = kept.popitem(last=False)
+        forgotten[dropped] = None
+        while len(forgotten) > forgotten_limit:
+            forgotten.popitem(last=False)
 
 
 def latent_fingerprint(samples) -> str | None:
