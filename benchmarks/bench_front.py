@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import platform
+import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -270,20 +271,40 @@ def run_lazy_sweep(run: Run, log, done: dict | None = None, thresholds=LAZY_THRE
 # Sampler variants and CPU timing
 # ------------------------------------------------------------------------------------------------
 def run_variants(pack, model, clip, settings_by_name: dict[str, Setting], variants: list[str], seeds: int,
-                 latent_hw, log, thresholds=VARIANT_LAZY_THRESHOLDS) -> dict:
-    """LazyCache at ``thresholds`` and the named settings again with other step counts / samplers (no tuning)."""
+                 latent_hw, log, thresholds=VARIANT_LAZY_THRESHOLDS, fewer: bool = False,
+                 done: dict | None = None, save=None) -> dict:
+    """LazyCache at ``thresholds``, the named settings and (``fewer``) the unpatched model at fewer steps, again
+    with other step counts / samplers (no tuning). ``done``: the previous run's variants (--resume); their rows
+    are kept and not measured again, and ``save(out)`` is called as each row lands."""
     out = {}
     for variant in variants:
         sampler, scheduler, steps = variant.split("/")
+        before = (done or {}).get(variant, {}).get("rows", [])
+        kept = {r["name"]: r for r in before}
         run = prepare_run(pack, model, clip, seeds, int(steps), latent_hw, sampler, scheduler)
-        rows = run_lazy_sweep(run, log, thresholds=thresholds)
-        for setting in settings_by_name.values():
-            rows.append(summary(measure_setting(run, setting), run))
-            log(rows[-1])
+        rows = []
+
+        def keep(row: dict) -> None:
+            log(row)
+            rows.append(row)
+            out[variant] = {"seeds": seeds, "rows": merged_rows(
+                before, [{k: v for k, v in r.items() if k != "seeds"} for r in rows])}
+            out[variant]["front"] = front_verdict(out[variant]["rows"])
+            if save:
+                save(out)
+        run_lazy_sweep(run, keep, kept, thresholds)
+        for setting in list(settings_by_name.values()) + (fewer_settings(int(steps)) if fewer else []):
+            keep(kept.get(setting.name) or summary(measure_setting(run, setting), run))
         run.counter.close()
-        out[variant] = {"rows": [{k: v for k, v in r.items() if k != "seeds"} for r in rows],
-                        "front": front_verdict(rows)}
     return out
+
+
+def variant_seeds(setup: dict, result: dict) -> int:
+    """How many seeds a committed variant was measured with: recorded with it, or (older runs) in the command."""
+    if "seeds" in result:
+        return result["seeds"]
+    given = re.search(r"--variant-seeds[ =](\d+)", setup.get("command", ""))
+    return int(given.group(1)) if given else SEEDS
 
 
 def measure_speed(pack, settings: list[Setting], res: int, depth: int, steps: int, repeat: int) -> list[dict]:
@@ -412,9 +433,14 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
     if args.variants:
         named = {s.name: s for s in build_settings(pack, depth, groups, args.steps)
                  if s.name in args.variant_settings.split(",")}
-        data["variants"] = run_variants(pack, model, clip, named, args.variants.split(","), args.variant_seeds,
-                                        latent_hw, log)
-        save()
+        before = {variant: result for variant, result in (previous or {}).get("variants", {}).items()
+                  if variant_seeds(previous["setup"], result) == args.variant_seeds}
+
+        def save_variants(now: dict) -> None:
+            data["variants"] = {**before, **now}
+            save()
+        run_variants(pack, model, clip, named, args.variants.split(","), args.variant_seeds, latent_hw, log,
+                     fewer="fewer" in groups, done=before, save=save_variants)
     if args.speed_settings:
         wanted = set(args.speed_settings.split(","))
         lazy = [Setting(f"LazyCache {t}", "lazycache", {}, lazycache(t)) for t in LAZY_THRESHOLDS]
