@@ -23,7 +23,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import statistics
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, fixture_shape
-from benchmarks.front_fewer import fewer_settings, merged_rows
+from benchmarks.front_fewer import fewer_settings, merged_rows, variant_seeds
 from benchmarks.front_report import (
     analysis_table,
     density_table,
@@ -299,14 +298,6 @@ def run_variants(pack, model, clip, settings_by_name: dict[str, Setting], varian
     return out
 
 
-def variant_seeds(setup: dict, result: dict) -> int:
-    """How many seeds a committed variant was measured with: recorded with it, or (older runs) in the command."""
-    if "seeds" in result:
-        return result["seeds"]
-    given = re.search(r"--variant-seeds[ =](\d+)", setup.get("command", ""))
-    return int(given.group(1)) if given else SEEDS
-
-
 def measure_speed(pack, settings: list[Setting], res: int, depth: int, steps: int, repeat: int) -> list[dict]:
     """Whole KSampler runs on the SD3-medium configuration (random weights, ``depth`` blocks), each setting
     against unpatched, interleaved (bench_speed); with the speedup counted by hooks on the timed run."""
@@ -434,7 +425,7 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
         named = {s.name: s for s in build_settings(pack, depth, groups, args.steps)
                  if s.name in args.variant_settings.split(",")}
         before = {variant: result for variant, result in (previous or {}).get("variants", {}).items()
-                  if variant_seeds(previous["setup"], result) == args.variant_seeds}
+                  if variant_seeds(previous["setup"], result, SEEDS) == args.variant_seeds}
 
         def save_variants(now: dict) -> None:
             data["variants"] = {**before, **now}

@@ -8,6 +8,8 @@ Also the ``--resume`` bookkeeping shared by the fronts: merging a run's rows int
 their order, so a run of one group leaves every other row (and the variants and timings) as they were."""
 from __future__ import annotations
 
+import re
+
 from benchmarks.front_settings import Setting
 
 # Step counts per full step count S: enough points to place every preset (1.1x-2x) and LazyCache's sweep
@@ -47,3 +49,12 @@ def merged_rows(previous: list[dict], current: list[dict]) -> list[dict]:
     out = [mine.get(r["name"], r) for r in previous]
     seen = {r["name"] for r in previous}
     return out + [r for r in current if r["name"] not in seen]
+
+
+def variant_seeds(setup: dict, result: dict, default: int) -> int:
+    """How many seeds a sampler variant of a front was measured with: recorded with it, or (older runs) in the
+    command the front records (``--variant-seeds``), else ``default``."""
+    if "seeds" in result:
+        return result["seeds"]
+    given = re.search(r"--variant-seeds[ =](\d+)", setup.get("command", ""))
+    return int(given.group(1)) if given else default

@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from benchmarks.front_fewer import variant_seeds
 from benchmarks.front_report import FEWER, STACKS, against, baseline_points, margin_or_bound
 
 JSON_DIR = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -28,12 +29,20 @@ WIN_DB, WIN_SPEED = 1.0, 1.3  # item 5: a setting kept if it keeps >= 1 dB more 
 
 
 def load_fronts(folder: Path = JSON_DIR) -> dict[str, dict]:
-    """The committed fronts that measured fewer steps, by file stem (front_<name>)."""
+    """The committed fronts that measured fewer steps, by file stem (front_<name>), and each of their sampler
+    variants that did (``bench_front --variants``) as a front of its own, named <name>@<sampler/scheduler/steps>."""
     out = {}
     for path in sorted(folder.glob("front_*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
+        name = path.stem.removeprefix("front_")
         if any(r["family"] == FEWER for r in data["results"]):
-            out[path.stem.removeprefix("front_")] = data
+            out[name] = data
+        for variant, result in data.get("variants", {}).items():
+            if any(r["family"] == FEWER for r in result["rows"]):
+                sampler, scheduler, steps = variant.split("/")
+                setup = {**data["setup"], "sampler": sampler, "scheduler": scheduler, "steps": int(steps),
+                         "seeds": variant_seeds(data["setup"], result, data["setup"]["seeds"]), "variant_of": name}
+                out[f"{name}@{variant}"] = {"setup": setup, "results": result["rows"]}
     return out
 
 
