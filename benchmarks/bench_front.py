@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, fixture_shape
-from benchmarks.front_fewer import fewer_settings, merged_rows, variant_seeds
+from benchmarks.front_fewer import fewer_settings, merged_rows, variant_fronts, variant_seeds
 from benchmarks.front_report import (
     analysis_table,
     density_table,
@@ -518,7 +518,10 @@ def main(argv: list[str] | None = None) -> dict:
         print("\n## the dense fixture at both token densities\n")
         print(density_table({"64x64 tokens": results["front_dense"]["results"],
                              "32x32 tokens": results["front_dense-32"]["results"]}))
-    draw_chart(results, args.chart)
+    drawn = dict(results)
+    for stem, data in results.items():  # each sampler variant a panel of its own
+        drawn.update(variant_fronts(stem, data))
+    draw_chart(drawn, args.chart)
     print(f"wrote {args.chart}")
     return results
 

@@ -58,3 +58,15 @@ def variant_seeds(setup: dict, result: dict, default: int) -> int:
         return result["seeds"]
     given = re.search(r"--variant-seeds[ =](\d+)", setup.get("command", ""))
     return int(given.group(1)) if given else default
+
+
+def variant_fronts(name: str, data: dict) -> dict[str, dict]:
+    """Each sampler variant of a front (``bench_front --variants``) as a front of its own, named
+    <name>@<sampler/scheduler/steps>, its setup the front's with the variant's sampler, steps and seeds."""
+    out = {}
+    for variant, result in data.get("variants", {}).items():
+        sampler, scheduler, steps = variant.split("/")
+        setup = {**data["setup"], "sampler": sampler, "scheduler": scheduler, "steps": int(steps),
+                 "seeds": variant_seeds(data["setup"], result, data["setup"]["seeds"]), "variant_of": name}
+        out[f"{name}@{variant}"] = {"setup": setup, "results": result["rows"]}
+    return out

@@ -16,7 +16,7 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.front_fewer import variant_seeds
+from benchmarks.front_fewer import variant_fronts
 from benchmarks.front_report import FEWER, STACKS, against, baseline_points, margin_or_bound
 
 JSON_DIR = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
@@ -37,12 +37,9 @@ def load_fronts(folder: Path = JSON_DIR) -> dict[str, dict]:
         name = path.stem.removeprefix("front_")
         if any(r["family"] == FEWER for r in data["results"]):
             out[name] = data
-        for variant, result in data.get("variants", {}).items():
-            if any(r["family"] == FEWER for r in result["rows"]):
-                sampler, scheduler, steps = variant.split("/")
-                setup = {**data["setup"], "sampler": sampler, "scheduler": scheduler, "steps": int(steps),
-                         "seeds": variant_seeds(data["setup"], result, data["setup"]["seeds"]), "variant_of": name}
-                out[f"{name}@{variant}"] = {"setup": setup, "results": result["rows"]}
+        for key, front in variant_fronts(name, data).items():
+            if any(r["family"] == FEWER for r in front["results"]):
+                out[key] = front
     return out
 
 
