@@ -164,3 +164,33 @@ def test_a_resumed_run_keeps_the_rows_it_did_not_measure_in_their_order():
     current = [{"name": "b", "v": 2}, {"name": "d", "v": 2}]
     assert merged_rows(previous, current) == [{"name": "a", "v": 1}, {"name": "b", "v": 2}, {"name": "c", "v": 1},
                                               {"name": "d", "v": 2}]
+
+
+def test_a_sampler_variant_gains_fewer_steps_and_keeps_the_rows_it_already_measured(photo_fixture_setup, tmp_path):
+    """``bench_front --variants ... --groups fewer --resume``: the variant's committed rows stay as they were (not
+    measured again), the unpatched model at fewer steps joins them with k calls of S, each row is saved as it
+    lands, and the variant counts as a front of its own in the margins (front_margins.load_fronts)."""
+    import json
+
+    from benchmarks import front_margins
+    from benchmarks.front_fewer import variant_fronts, variant_seeds
+    pack, model, clip = photo_fixture_setup
+    variant = "euler/sgm_uniform/4"
+    first = front.run_variants(pack, model, clip, {}, [variant], 1, LATENT_HW, lambda row: None, thresholds=(0.4,))
+    assert [r["name"] for r in first[variant]["rows"]] == ["LazyCache 0.4"] and first[variant]["seeds"] == 1
+    first[variant]["rows"][0]["measured_before"] = True
+    saved = []
+    again = front.run_variants(pack, model, clip, {}, [variant], 1, LATENT_HW, lambda row: None, thresholds=(0.4,),
+                               fewer=True, done=first, save=lambda out: saved.append(len(out[variant]["rows"])))
+    rows = {r["name"]: r for r in again[variant]["rows"]}
+    assert list(rows) == ["LazyCache 0.4", "fewer steps 3/4", "fewer steps 2/4"] and saved == [1, 2, 3]
+    assert rows["LazyCache 0.4"].get("measured_before")  # kept, not measured again
+    assert [rows[f"fewer steps {k}/4"]["model_calls"] for k in (3, 2)] == [3, 2]
+    setup = {"fixture": "photo", "steps": 6, "seeds": 2, "sampler": "euler", "scheduler": "sgm_uniform",
+             "command": "python -m benchmarks.bench_front --variants euler/sgm_uniform/4 --variant-seeds 1"}
+    assert variant_seeds(setup, {"rows": []}, 8) == 1 and variant_seeds({}, {"rows": []}, 8) == 8
+    (tmp_path / "front_photo.json").write_text(json.dumps({"setup": setup, "results": [], "variants": again}))
+    fronts = front_margins.load_fronts(tmp_path)
+    assert list(fronts) == ["photo@" + variant] == list(variant_fronts("photo", {"setup": setup, "variants": again}))
+    assert {k: fronts["photo@" + variant]["setup"][k] for k in ("steps", "seeds", "variant_of")} == {
+        "steps": 4, "seeds": 1, "variant_of": "photo"}
