@@ -140,13 +140,14 @@ def closest(fronts: dict[str, dict], speed: float = WIN_SPEED) -> dict[str, dict
 
 def facts(fronts: dict[str, dict]) -> dict:
     """Per regime, what the advice rests on: the presets' margins (or bounds) against fewer steps, the best stack's,
-    LazyCache's margins against fewer steps, and whether any SDTM setting is ahead of fewer steps."""
+    LazyCache's margins against fewer steps, whether any SDTM setting is ahead of fewer steps, and the presets
+    measured ahead of it (``exceptions``: margin, name, front, speedup, setup)."""
     out = {}
     for reg in REGIMES:
         chosen = {n: d for n, d in fronts.items() if regime(d) == reg}
         if not chosen:
             continue
-        presets, stacks, lazy, ahead, lazy_speed, bounds = [], [], [], [], 1.0, set()
+        presets, stacks, lazy, ahead, lazy_speed, bounds, exceptions = [], [], [], [], 1.0, set(), []
         for name, data in chosen.items():
             rows = data["results"]
             for r in rows:
@@ -156,6 +157,9 @@ def facts(fronts: dict[str, dict]) -> dict:
                         presets.append((margin_or_bound(e["fewer"]), e["name"], name))
                         if e["fewer"]["margin"] is None:
                             bounds.add((e["name"], name))
+                        elif e["fewer"]["margin"] >= 0:
+                            exceptions.append({"margin": e["fewer"]["margin"], "name": e["name"], "front": name,
+                                               "speedup": e["speedup"], "setup": data["setup"]})
             best = best_stack(rows)
             if best is not None:
                 stacks.append((margin_or_bound(best["fewer"]), best["name"], name))
@@ -167,7 +171,8 @@ def facts(fronts: dict[str, dict]) -> dict:
             ahead += [(margin_or_bound(e["fewer"]), e["name"], name) for e in settings_vs_fewer(rows)
                       if margin_or_bound(e["fewer"]) is not None and margin_or_bound(e["fewer"]) > 0]
         out[reg] = {"fronts": sorted(chosen), "presets": sorted(presets), "stacks": sorted(stacks), "bounds": bounds,
-                    "lazy": sorted(lazy), "lazy_speed": lazy_speed, "sdtm_ahead": sorted(ahead, reverse=True)}
+                    "lazy": sorted(lazy), "lazy_speed": lazy_speed, "sdtm_ahead": sorted(ahead, reverse=True),
+                    "exceptions": sorted(exceptions, key=lambda e: -e["margin"])}
     return out
 
 
@@ -229,7 +234,8 @@ def advice_check_text(fronts: dict[str, dict]) -> str:
     from commands.node_docs import advice_problems  # the advice's own check, on the held-out run
     found = facts(check["fronts"])
     for regime in found:
-        lines += [f"- {regime}: {line}" for line in advice_problems(found, [regime]) or ["agrees with the advice"]]
+        told = advice_problems(found, [regime], exceptions=False) or ["agrees with the advice"]
+        lines += [f"- {regime}: {line}" for line in told]
     return "\n".join(lines)
 
 

@@ -187,19 +187,19 @@ SECTIONS: dict[str, dict[str, str]] = {
     "advice.title": {"en": "Which to use when (on the fixtures)", "zh": "何时用哪一个（测试模型上的结果）"},
     "advice.body": {
         "en": "On the pack's committed fixture fronts SDTM kept less of the image than simply running fewer steps, "
-              "in every regime; it is here to compare with the paper and to be measured on your own model.\n\n"
+              "in every regime{lead_except_en}; it is here to compare with the paper and to be measured on your own model.\n\n"
               "- **20-50 steps** (a base pass): lower the step count, or use core **LazyCache**. On {base_fronts} "
               "fixture fronts fewer steps kept more of the image than every preset at the same compute, by at least "
-              "{base_gap_min} dB (up to {base_gap_max} dB). LazyCache and fewer steps trade places: from "
+              "{base_gap_min} dB (up to {base_gap_max} dB){base_except_en} LazyCache and fewer steps trade places: from "
               "{base_lazy_behind} dB behind to {base_lazy_ahead} dB ahead of fewer steps at LazyCache's speeds. "
               "LazyCache is ahead of every preset too ({lazy_lead_64} dB at 64x64 tokens, {lazy_lead_32} dB at "
               "32x32).\n"
               "- **4-8 steps**: lower the step count. Fewer steps kept at least {few_gap_min} dB more than every "
-              "preset, turbo included ({few_fronts} fronts); LazyCache reached at most {few_lazy_speed}x and was "
-              "nowhere ahead of fewer steps.\n"
+              "preset, turbo included ({few_fronts} fronts){few_except_en} LazyCache reached at most {few_lazy_speed}x "
+              "and was nowhere ahead of fewer steps.\n"
               "- **A hires or img2img pass**: run the pass with fewer steps at the same denoise. It kept at least "
-              "{pass_gap_min} dB more than every preset ({pass_fronts} fronts); LazyCache reached at most "
-              "{pass_lazy_speed}x there and was nowhere ahead of fewer steps.\n"
+              "{pass_gap_min} dB more than every preset ({pass_fronts} fronts){pass_except_en} LazyCache reached at "
+              "most {pass_lazy_speed}x there and was nowhere ahead of fewer steps.\n"
               "- **Stacked**: SDTM with LazyCache, in either order, stayed at least {base_stack_gap} dB behind fewer "
               "steps at 20-50 steps; the best stack, {best_stack_64}, was {best_stack_gap_64} dB behind LazyCache "
               "alone at 64x64 tokens.\n"
@@ -209,17 +209,17 @@ SECTIONS: dict[str, dict[str, str]] = {
               "- The fixtures are small models (3 and 8 blocks) on a CPU; SD3's own weights may behave otherwise. "
               "`python -m commands.evaluate front --checkpoint FILE` measures this comparison on your model and "
               "GPU. Core EasyCache skips nothing on SD3.",
-        "zh": "在本节点包已提交的测试模型对比中，无论哪种用法，SDTM 保留的图像都不如直接减少步数；它用于与论文对比，以及在你自己的"
+        "zh": "在本节点包已提交的测试模型对比中，无论哪种用法，SDTM 保留的图像都不如直接减少步数{lead_except_zh}；它用于与论文对比，以及在你自己的"
               "模型上测量。\n\n"
               "- **20-50 步**（基础采样）：减少步数，或使用 ComfyUI 自带的 **LazyCache**。在 {base_fronts} 个测试模型的对比中，"
-              "相同计算量下减少步数比每个预设都保留了更多图像，至少多 {base_gap_min} dB（最多 {base_gap_max} dB）。"
+              "相同计算量下减少步数比每个预设都保留了更多图像，至少多 {base_gap_min} dB（最多 {base_gap_max} dB）{base_except_zh}"
               "LazyCache 与减少步数互有胜负：在 LazyCache 的各个速度下，从落后减少步数 {base_lazy_behind} dB 到领先 "
               "{base_lazy_ahead} dB。LazyCache 也领先每个预设（64x64 token 时 {lazy_lead_64} dB，32x32 时 "
               "{lazy_lead_32} dB）。\n"
-              "- **4-8 步**：减少步数。减少步数比每个预设（包括 turbo）至少多保留 {few_gap_min} dB（{few_fronts} 个对比）；"
+              "- **4-8 步**：减少步数。减少步数比每个预设（包括 turbo）至少多保留 {few_gap_min} dB（{few_fronts} 个对比）{few_except_zh}"
               "LazyCache 最多只达到 {few_lazy_speed}x，且在任何速度下都不领先减少步数。\n"
               "- **高清修复（hires）或图生图（img2img）阶段**：在相同 denoise 下用更少的步数运行该阶段。它比每个预设至少多"
-              "保留 {pass_gap_min} dB（{pass_fronts} 个对比）；LazyCache 在那里最多达到 {pass_lazy_speed}x，且在任何速度下"
+              "保留 {pass_gap_min} dB（{pass_fronts} 个对比）{pass_except_zh}LazyCache 在那里最多达到 {pass_lazy_speed}x，且在任何速度下"
               "都不领先减少步数。\n"
               "- **组合使用**：SDTM 与 LazyCache 组合（顺序不限）在 20-50 步时仍落后减少步数至少 {base_stack_gap} dB；"
               "最好的组合 {best_stack_64} 在 64x64 token 时比单用 LazyCache 差 {best_stack_gap_64} dB。\n"
@@ -230,6 +230,21 @@ SECTIONS: dict[str, dict[str, str]] = {
               "ComfyUI 自带的 EasyCache 在 SD3 上不跳过任何步。"},
 
     "advice.regime_base": {"en": "20-50 steps", "zh": "20-50 步"},
+    "advice.end": {"en": ".", "zh": "。"},
+    "advice.except": {"en": ", save {count}: {cases}; there the two are close.",
+                      "zh": "，只有 {count} 处例外：{cases}；在那里两者接近。"},
+    "advice.except_case": {"en": "on {where} {preset} kept {margin} dB more than fewer steps at {speed}x",
+                           "zh": "在{where}上，{preset} 在 {speed}x 时比减少步数多保留 {margin} dB"},
+    "advice.where_pass": {"en": "the {kind} pass at denoise {denoise} ({steps} steps, {seeds} seeds)",
+                          "zh": "denoise {denoise} 的{kind}阶段（{steps} 步，{seeds} 个种子）"},
+    "advice.where_run": {"en": "the {fixture} fixture at {steps} steps {sampler}/{scheduler} ({seeds} seeds)",
+                         "zh": "{fixture} 测试模型 {steps} 步 {sampler}/{scheduler}（{seeds} 个种子）"},
+    "advice.kind_hires": {"en": "hires", "zh": "高清修复"},
+    "advice.kind_img2img": {"en": "img2img", "zh": "图生图"},
+    "advice.count_one": {"en": "one case", "zh": "1"},
+    "advice.count_many": {"en": "{n} cases", "zh": "{n}"},
+    "advice.lead_except": {"en": " but for {count} less than {limit} dB ahead (below)",
+                           "zh": "（只有 {count} 处例外，领先不到 {limit} dB，见下）"},
     "advice.regime_few": {"en": "4-8 steps", "zh": "4-8 步"},
     "advice.regime_pass": {"en": "a hires / img2img pass", "zh": "高清修复 / 图生图阶段"},
     "advice.list_sep": {"en": ", ", "zh": "、"},
