@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.bench_fidelity import SIZE_PX, fixture_shape
-from benchmarks.front_fewer import fewer_settings, merged_rows, variant_fronts, variant_seeds
+from benchmarks.front_fewer import fewer_settings, merged_rows, resumed_setup, variant_fronts, variant_seeds
 from benchmarks.front_report import (
     analysis_table,
     density_table,
@@ -384,8 +384,7 @@ def fixture_run(pack, name: str, path: Path, args, out_json: Path) -> dict:
         data["seconds"] = round(time.perf_counter() - started, 1)
         if not previous:
             return data
-        setup = {**previous["setup"], "resumed": previous["setup"].get("resumed", []) + [
-            {k: data["setup"][k] for k in ("command", "groups", "threads", "torch")}]}
+        setup = resumed_setup(previous["setup"], data["setup"])
         return {**previous, **data, "setup": setup, "results": merged_rows(previous["results"], data["results"]),
                 "seconds": round(previous.get("seconds", 0) + data["seconds"], 1)}
 

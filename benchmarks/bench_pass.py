@@ -34,7 +34,7 @@ from benchmarks.bench_front import (
     run_lazy_sweep,
     summary,
 )
-from benchmarks.front_fewer import fewer_settings, merged_rows
+from benchmarks.front_fewer import fewer_settings, merged_rows, resumed_setup
 from benchmarks.front_report import front_lines, front_verdict, markdown_table
 from benchmarks.front_settings import build_settings
 from harness.comfy_env import import_comfy, load_pack
@@ -114,7 +114,9 @@ def pass_run(pack, args) -> dict:
         data["seconds"] = round(time.perf_counter() - started, 1)
         out = dict(data)
         if previous:
-            out = {**previous, **data, "results": merged_rows(previous["results"], data["results"])}
+            out = {**previous, **data, "setup": resumed_setup(previous["setup"], setup),
+                   "results": merged_rows(previous["results"], data["results"]),
+                   "seconds": round(previous.get("seconds", 0) + data["seconds"], 1)}
         out["front"] = front_verdict(out["results"], at_least=1.0)
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(out, indent=1))

@@ -70,3 +70,10 @@ def variant_fronts(name: str, data: dict) -> dict[str, dict]:
                  "seeds": variant_seeds(data["setup"], result, data["setup"]["seeds"]), "variant_of": name}
         out[f"{name}@{variant}"] = {"setup": setup, "results": result["rows"]}
     return out
+
+
+def resumed_setup(previous: dict, now: dict) -> dict:
+    """A resumed front's setup: the first run's, with this run's command, groups, threads and torch appended to
+    its ``resumed`` list."""
+    return {**previous, "resumed": previous.get("resumed", []) + [
+        {k: now[k] for k in ("command", "groups", "threads", "torch")}]}
