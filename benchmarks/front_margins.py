@@ -176,7 +176,8 @@ def facts(fronts: dict[str, dict]) -> dict:
     return out
 
 
-README_FRONTS = ("photo", "deep", "dense-32", "dense", "photo-8steps", "photo-4steps", "pass-hires-d0.5-10steps",
+README_FRONTS = ("photo", "deep", "dense-32", "dense", "photo-8steps", "photo-4steps", "pass-hires-d0.35-10steps",
+                 "pass-hires-d0.5-10steps", "pass-hires-d0.35-20steps", "pass-hires-d0.5-20steps",
                  "pass-img2img-d0.5-10steps")
 README_SPEEDS = (1.5, 2.0, 2.5)  # the fewer-steps and LazyCache points nearest these speeds
 

@@ -243,7 +243,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "advice.kind_img2img": {"en": "img2img", "zh": "图生图"},
     "advice.count_one": {"en": "one case", "zh": "1"},
     "advice.count_many": {"en": "{n} cases", "zh": "{n}"},
-    "advice.lead_except": {"en": " but for {count} less than {limit} dB ahead (below)",
+    "advice.lead_except": {"en": " but for {count} where it was less than {limit} dB ahead (below)",
                            "zh": "（只有 {count} 处例外，领先不到 {limit} dB，见下）"},
     "advice.regime_few": {"en": "4-8 steps", "zh": "4-8 步"},
     "advice.regime_pass": {"en": "a hires / img2img pass", "zh": "高清修复 / 图生图阶段"},
