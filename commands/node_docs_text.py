@@ -59,7 +59,7 @@ PRESET_VALUE_NOTE = {"en": "{value} keeps the preset's value. ", "zh": "{value} 
 INPUT_TEXT: dict[tuple[str, str], dict[str, str]] = {
     ("SDTM_Apply", "model"): {"for": "e9294527", "zh": "SD3 系列模型（SD3-medium、SD3.5-medium、SD3.5-large、SD3.5-large-turbo）。"
                                                        "它不会被修改：返回的是打过补丁的副本。"},
-    ("SDTM_Apply", "preset"): {"for": "fdcf70ed", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
+    ("SDTM_Apply", "preset"): {"for": "771555e2", "en": "How to merge: see Presets below.", "zh": "合并方式，见下方的“预设”。"},
     ("SDTM_Apply", "output"): {"for": "2a829533", "zh": "模型的副本，其联合块用 SDTM 合并 token。"},
     ("SDTM_ApplyAdvanced", "model"): {"for": "ae6e43a0", "zh": "SD3 系列模型。它不会被修改：返回的是打过补丁的副本。"},
     ("SDTM_ApplyAdvanced", "output"): {"for": "cc811762", "zh": "模型的副本，其联合块合并 token。"},

@@ -72,7 +72,7 @@ PRESET_STEPS = {name: steps for name, (_, _, steps) in _PRESETS.items()}  # the 
 
 # What the fronts show (docs/BENCHMARKS.md); commands.node_docs checks the same claim against the committed fronts.
 ADVICE = ("On the pack's test fixtures, running fewer steps kept more of the image than every preset at the same "
-          "compute, at 20-50 steps, at 4-8 steps and in hires / img2img passes, save cases under 1 dB that "
+          "compute, at 20-50 steps, at 4-8 steps and in hires / img2img passes, save the close cases that "
           "docs/BENCHMARKS.md lists (so did core LazyCache at 20-50 steps); `python -m commands.evaluate front` "
           "measures it on your model. ")
 
