@@ -1,5 +1,5 @@
 """A held-out check of the docs' advice: the fixtures run at a sampler, seeds and a denoise the committed fronts
-did not use, and the advice's sentences (``commands.node_docs.advice_problems``: every SDTM preset and the best
+did not use, and the advice's sentences (``commands.node_docs_advice.advice_problems``: every SDTM preset and the best
 stack behind fewer steps at their speed, and what it says of LazyCache) are checked against what this run
 measured, regime by regime. Not a test: it prints its verdicts (and writes them as JSON) for docs/BENCHMARKS.md.
 

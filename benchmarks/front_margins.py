@@ -232,7 +232,7 @@ def advice_check_text(fronts: dict[str, dict]) -> str:
         return "(not run yet: python -m benchmarks.advice_check)"
     check = json.loads(ADVICE_CHECK.read_text(encoding="utf-8"))
     lines = [f"`{check['command']}`:", "", baselines_table(check["fronts"]), "", margins_table(check["fronts"]), ""]
-    from commands.node_docs import advice_problems  # the advice's own check, on the held-out run
+    from commands.node_docs_advice import advice_problems  # the advice's own check, on the held-out run
     found = facts(check["fronts"])
     for regime in found:
         told = advice_problems(found, [regime], exceptions=False) or ["agrees with the advice"]

@@ -351,3 +351,11 @@ SECTIONS: dict[str, dict[str, str]] = {
         "zh": "照片测试模型使用 balanced 预设（{steps} 步，种子 0，\"a photo of a flower\"），由 "
               "`{command}` 生成：它通过 ComfyUI 采样并调用本节点："},
 }
+
+
+LOCALES = ("en", "zh")
+
+
+def section(key: str, locale: str, **fields) -> str:
+    """The text of ``key`` in ``locale``, its ``{name}`` fields filled."""
+    return SECTIONS[key][locale].format(**fields) if fields else SECTIONS[key][locale]

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from benchmarks import front_margins, front_report
-from commands import node_docs
+from commands import node_docs, node_docs_advice
 from commands import node_docs_text as text
 
 
@@ -79,7 +79,7 @@ def test_the_lazycache_advice_is_refused_when_the_front_no_longer_supports_it():
     for row in better["results"]:
         if row["name"] == "preset balanced":
             row["psnr_mean"] = 60.0
-    with pytest.raises(node_docs.ClaimError, match="64x64 tokens a preset is not behind LazyCache"):
+    with pytest.raises(node_docs_advice.ClaimError, match="64x64 tokens a preset is not behind LazyCache"):
         node_docs.front_figures({"64": better, "32": fronts["32"]})
 
 
@@ -104,30 +104,32 @@ def test_the_advice_is_refused_when_a_committed_front_shows_a_preset_well_ahead_
     1 dB ahead: a copy of the committed photo front whose fast preset keeps 1.5 dB more than fewer steps at its
     speed must fail the check."""
     fronts = front_margins.load_fronts(node_docs.BENCH)
-    fields = node_docs.advice_figures(fronts)  # the committed fronts support it
+    fields = node_docs_advice.advice_figures(fronts)  # the committed fronts support it
     assert {"base_gap_min", "few_gap_min", "pass_gap_min", "base_lazy_ahead"} <= set(fields)
-    with pytest.raises(node_docs.ClaimError, match="preset fast on front_photo.json is not behind fewer steps"):
-        node_docs.advice_figures(photo_front_with_fast_ahead(fronts, 1.5))
+    with pytest.raises(node_docs_advice.ClaimError, match="preset fast on front_photo.json is not behind fewer steps"):
+        node_docs_advice.advice_figures(photo_front_with_fast_ahead(fronts, 1.5))
 
 
 def test_a_preset_slightly_ahead_of_fewer_steps_is_named_in_the_advice_in_both_locales():
     """0.5 dB ahead: the advice still says lower the step count, names the case where the two are close (front,
     preset, margin, speed) and qualifies its lead sentence; a held-out run (no stated cases) still disagrees."""
     fronts = photo_front_with_fast_ahead(front_margins.load_fronts(node_docs.BENCH), 0.5)
-    fields = node_docs.advice_figures(fronts)
+    fields = node_docs_advice.advice_figures(fronts)
     fast = next(r for r in fronts["photo"]["results"] if r["name"] == "preset fast")
     speed = f"{fast['speedup_sd3-medium']:.2f}x"
     assert fields["base_except_en"].startswith(", save one case: on the photo fixture at 30 steps euler/sgm_uniform")
     assert f"fast kept 0.5 dB more than fewer steps at {speed}" in fields["base_except_en"]
     assert f"fast 在 {speed} 时比减少步数多保留 0.5 dB" in fields["base_except_zh"]
     facts = front_margins.facts(fronts)
-    cases = sum(len(node_docs.stated_exceptions(facts[regime])) for regime in front_margins.REGIMES)
-    committed = front_margins.facts(front_margins.load_fronts(node_docs.BENCH))
-    assert cases == 1 + sum(len(node_docs.stated_exceptions(committed[regime])) for regime in front_margins.REGIMES)
-    assert fields["lead_except_en"] == (f" but for {node_docs.count_text(cases, 'en')} where it was less than 1 dB "
-                                        "ahead (below)") and f"{cases} 处例外" in fields["lead_except_zh"]
-    assert not node_docs.advice_problems(facts, ["base"])
-    assert "preset fast on front_photo.json" in node_docs.advice_problems(facts, ["base"], exceptions=False)[0]
+    def stated(found: dict) -> int:
+        return sum(len(node_docs_advice.stated_exceptions(found[regime])) for regime in front_margins.REGIMES)
+    cases = stated(facts)
+    assert cases == 1 + stated(front_margins.facts(front_margins.load_fronts(node_docs.BENCH)))
+    count = node_docs_advice.count_text(cases, "en")
+    assert fields["lead_except_en"] == f" but for {count} where it was less than 1 dB ahead (below)"
+    assert f"{cases} 处例外" in fields["lead_except_zh"]
+    assert not node_docs_advice.advice_problems(facts, ["base"])
+    assert "preset fast on front_photo.json" in node_docs_advice.advice_problems(facts, ["base"], exceptions=False)[0]
 
 
 def test_the_advice_is_refused_when_lazycache_no_longer_trades_places_with_fewer_steps():
@@ -141,5 +143,5 @@ def test_the_advice_is_refused_when_lazycache_no_longer_trades_places_with_fewer
                 at = front_report.interpolate(fewer, row["speedup_sd3-medium"])
                 if row["family"] == "lazycache" and at is not None:
                     row["psnr_mean"] = at - 1.0
-    with pytest.raises(node_docs.ClaimError, match="LazyCache minus fewer steps"):
-        node_docs.advice_figures(changed)
+    with pytest.raises(node_docs_advice.ClaimError, match="LazyCache minus fewer steps"):
+        node_docs_advice.advice_figures(changed)
