@@ -194,3 +194,20 @@ def test_a_sampler_variant_gains_fewer_steps_and_keeps_the_rows_it_already_measu
     assert list(fronts) == ["photo@" + variant] == list(variant_fronts("photo", {"setup": setup, "variants": again}))
     assert {k: fronts["photo@" + variant]["setup"][k] for k in ("steps", "seeds", "variant_of")} == {
         "steps": 4, "seeds": 1, "variant_of": "photo"}
+
+
+def test_every_committed_front_and_sampler_variant_measures_fewer_steps():
+    """Issue 29: fewer steps is in every committed front (docs/benchmarks/front_*.json) and in each of their sampler
+    variants, so the margins tables, the docs pages' advice and its check (front_margins.load_fronts) see them all."""
+    import json
+
+    from benchmarks import front_margins
+    names = set()
+    for path in sorted(front_margins.JSON_DIR.glob("front_*.json")):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        stem = path.stem.removeprefix("front_")
+        fronts = {stem: data["results"], **{f"{stem}@{v}": r["rows"] for v, r in data.get("variants", {}).items()}}
+        for name, rows in fronts.items():
+            assert any(r["family"] == front_report.FEWER for r in rows), name
+        names |= set(fronts)
+    assert len(names) >= 10 and set(front_margins.load_fronts()) == names
